@@ -1,0 +1,170 @@
+/* libaev core - callback handles: allocation (chunked free list), reference
+ * counting, cancellation and description. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop_internal.h"
+
+#define AEV__HANDLE_CHUNK 256
+
+struct aev__handle_chunk {
+    struct aev__handle_chunk *next;
+    aev_handle_t handles[AEV__HANDLE_CHUNK];
+};
+
+static int handle_refill(aev_loop_t *loop)
+{
+    struct aev__handle_chunk *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->next = loop->chunks;
+    loop->chunks = c;
+    for (int i = AEV__HANDLE_CHUNK - 1; i >= 0; i--) {
+        c->handles[i].aux.next_free = loop->free_handles;
+        loop->free_handles = &c->handles[i];
+    }
+    loop->handles_allocated += AEV__HANDLE_CHUNK;
+    return 0;
+}
+
+aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
+                              void *arg)
+{
+    aev_handle_t *h = loop->free_handles;
+    if (AEV__UNLIKELY(!h)) {
+        if (handle_refill(loop) < 0)
+            return NULL;
+        h = loop->free_handles;
+    }
+    loop->free_handles = h->aux.next_free;
+    h->cb.loop_cb = cb;
+    h->arg = arg;
+    h->loop = loop;
+    h->aux.future = NULL;
+    h->refs = 1;
+    h->flags = 0;
+    h->when = -1.0;
+    if (AEV__UNLIKELY(opts != NULL)) {
+        h->name = opts->name;
+        h->context = opts->context ? aev_context_ref(opts->context) : NULL;
+        if (!opts->context) {
+            aev_context_t *cur = aev__context_current_raw();
+            h->context = cur ? aev_context_copy(cur) : NULL;
+        }
+    } else {
+        h->name = NULL;
+        aev_context_t *cur = aev__context_current_raw();
+        h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
+    }
+    loop->live_objects++;
+    return h;
+}
+
+void aev__handle_release(aev_handle_t *h)
+{
+    aev_loop_t *loop = h->loop;
+    if (h->context)
+        aev_context_unref(h->context);
+    if (h->flags & AEV__H_FUTURE_CB)
+        aev_future_unref(h->aux.future);
+    h->aux.next_free = loop->free_handles;
+    loop->free_handles = h;
+    h->loop = loop; /* stays valid for the free list */
+    aev__loop_object_released(loop);
+}
+
+/* Handles made by call_soon_threadsafe may be released from any thread: they
+ * never join the loop's free list and do not count as the loop's objects. */
+void aev__handle_unref_shared(aev_handle_t *h)
+{
+    if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (h->context)
+        aev_context_unref(h->context);
+    free(h);
+}
+
+void aev__handle_free_all(aev_loop_t *loop)
+{
+    struct aev__handle_chunk *c = loop->chunks;
+    while (c) {
+        struct aev__handle_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    loop->chunks = NULL;
+    loop->free_handles = NULL;
+}
+
+void aev_handle_cancel(aev_handle_t *h)
+{
+    if (!h || (aev__handle_flags(h) & AEV__H_CANCELLED))
+        return;
+    if (h->flags & AEV__H_SHARED) {
+        __atomic_fetch_or(&h->flags, AEV__H_CANCELLED, __ATOMIC_RELAXED);
+        return;
+    }
+    h->flags |= AEV__H_CANCELLED;
+    if (h->flags & AEV__H_IN_HEAP)
+        h->loop->timers.cancelled++;
+}
+
+int aev_handle_cancelled(const aev_handle_t *h)
+{
+    return h && (aev__handle_flags(h) & AEV__H_CANCELLED) ? 1 : 0;
+}
+
+int aev_handle_is_timer(const aev_handle_t *h)
+{
+    return h && (h->flags & AEV__H_TIMER) ? 1 : 0;
+}
+
+double aev_handle_when(const aev_handle_t *h)
+{
+    return h && (h->flags & AEV__H_TIMER) ? h->when : -1.0;
+}
+
+aev_context_t *aev_handle_get_context(const aev_handle_t *h)
+{
+    return h ? h->context : NULL;
+}
+
+const char *aev_handle_describe(const aev_handle_t *h, char *buf, size_t size)
+{
+    if (!buf || size == 0)
+        return "";
+    if (!h) {
+        snprintf(buf, size, "(no handle)");
+        return buf;
+    }
+    if (h->name) {
+        snprintf(buf, size, "%s", h->name);
+        return buf;
+    }
+    Dl_info info;
+    void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)h->cb.future_cb
+                                              : (void *)(uintptr_t)h->cb.loop_cb;
+    if (dladdr(fn, &info) && info.dli_sname && info.dli_saddr == fn)
+        snprintf(buf, size, "%s", info.dli_sname);
+    else
+        snprintf(buf, size, "callback at %p", fn);
+    return buf;
+}
+
+aev_handle_t *aev_handle_ref(aev_handle_t *h)
+{
+    if (h && (h->flags & AEV__H_SHARED))
+        __atomic_add_fetch(&h->refs, 1, __ATOMIC_RELAXED);
+    else if (h)
+        h->refs++;
+    return h;
+}
+
+void aev_handle_unref(aev_handle_t *h)
+{
+    if (h)
+        aev__handle_unref_fast(h);
+}

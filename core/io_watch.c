@@ -1,0 +1,211 @@
+/* libaev core - add_reader/add_writer/remove_reader/remove_writer and the
+ * dispatch of readiness events to the watchers' handles.
+ *
+ * Each watched fd has at most one reader and one writer handle; the loop keeps
+ * the engine's interest equal to the union of the two. A readiness event puts
+ * the watcher's handle on the ready queue (as CPython's _process_events does);
+ * an error or hang-up wakes both. An engine that finds an fd closed behind the
+ * loop's back (AEV_POLL_NVAL) gets its watchers dropped and the exception
+ * handler is told, with the fd as 'socket'. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop_internal.h"
+
+static int ensure_fd(aev_loop_t *loop, int fd)
+{
+    if (fd < loop->fds_cap)
+        return 0;
+    int cap = loop->fds_cap ? loop->fds_cap : 64;
+    while (cap <= fd)
+        cap *= 2;
+    aev__fd_watch_t *n = realloc(loop->fds, (size_t)cap * sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    memset(n + loop->fds_cap, 0, (size_t)(cap - loop->fds_cap) * sizeof *n);
+    loop->fds = n;
+    loop->fds_cap = cap;
+    return 0;
+}
+
+static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_options_t *opts,
+                       aev_callback_fn cb, void *arg)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
+    if (fd < 0) {
+        aev__set_detail("invalid file descriptor %d", fd);
+        return -EBADF;
+    }
+    rc = ensure_fd(loop, fd);
+    if (rc < 0)
+        return rc;
+    aev__fd_watch_t *w = &loop->fds[fd];
+    uint32_t events = w->events | which;
+    if (events != w->events) {
+        rc = loop->poll->watch(loop->backend, fd, w->events, events);
+        if (rc < 0)
+            return rc;
+        if (w->events == 0)
+            loop->n_watched++;
+        w->events = events;
+    }
+    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
+    if (!h) {
+        /* undo the interest we just added */
+        if (!(which == AEV_POLL_IN ? w->reader : w->writer)) {
+            loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
+            w->events &= ~which;
+            if (w->events == 0)
+                loop->n_watched--;
+        }
+        return -ENOMEM;
+    }
+    h->flags |= AEV__H_IO;
+    aev_handle_t **slot = which == AEV_POLL_IN ? &w->reader : &w->writer;
+    if (*slot) {
+        aev_handle_cancel(*slot);
+        aev__handle_unref_fast(*slot);
+    }
+    *slot = h;
+    return 0;
+}
+
+static int remove_watcher(aev_loop_t *loop, int fd, uint32_t which)
+{
+    if (!loop)
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc == AEV_ECLOSED ? 0 : rc;
+    if (fd < 0 || fd >= loop->fds_cap)
+        return 0;
+    aev__fd_watch_t *w = &loop->fds[fd];
+    aev_handle_t **slot = which == AEV_POLL_IN ? &w->reader : &w->writer;
+    if (!*slot)
+        return 0;
+    aev_handle_t *h = *slot;
+    *slot = NULL;
+    uint32_t events = w->events & ~which;
+    /* An fd closed behind our back makes the engine fail (EBADF/ENOENT): the
+     * watcher is gone all the same. */
+    (void)loop->poll->watch(loop->backend, fd, w->events, events);
+    w->events = events;
+    if (events == 0)
+        loop->n_watched--;
+    aev_handle_cancel(h);
+    aev__handle_unref_fast(h);
+    return 1;
+}
+
+int aev_loop_add_reader(aev_loop_t *loop, int fd, aev_callback_fn cb, void *arg)
+{
+    return add_watcher(loop, fd, AEV_POLL_IN, NULL, cb, arg);
+}
+
+int aev_loop_add_reader_ex(aev_loop_t *loop, int fd, const aev_call_options_t *opts,
+                           aev_callback_fn cb, void *arg)
+{
+    return add_watcher(loop, fd, AEV_POLL_IN, opts, cb, arg);
+}
+
+int aev_loop_remove_reader(aev_loop_t *loop, int fd)
+{
+    return remove_watcher(loop, fd, AEV_POLL_IN);
+}
+
+int aev_loop_add_writer(aev_loop_t *loop, int fd, aev_callback_fn cb, void *arg)
+{
+    return add_watcher(loop, fd, AEV_POLL_OUT, NULL, cb, arg);
+}
+
+int aev_loop_add_writer_ex(aev_loop_t *loop, int fd, const aev_call_options_t *opts,
+                           aev_callback_fn cb, void *arg)
+{
+    return add_watcher(loop, fd, AEV_POLL_OUT, opts, cb, arg);
+}
+
+int aev_loop_remove_writer(aev_loop_t *loop, int fd)
+{
+    return remove_watcher(loop, fd, AEV_POLL_OUT);
+}
+
+static void drop_closed_fd(aev_loop_t *loop, int fd)
+{
+    aev__fd_watch_t *w = &loop->fds[fd];
+    aev_handle_t *h = w->reader ? w->reader : w->writer;
+    if (h)
+        aev_handle_ref(h);
+    uint32_t had = w->events;
+    if (w->reader)
+        remove_watcher(loop, fd, AEV_POLL_IN);
+    if (w->writer)
+        remove_watcher(loop, fd, AEV_POLL_OUT);
+    if (had) {
+        aev_exception_context_t ctx = {
+            .message = "file descriptor was closed while the loop was watching it; watcher removed",
+            .error = -EBADF,
+            .handle = h,
+            .has_socket = 1,
+            .socket = fd,
+        };
+        aev_loop_call_exception_handler(loop, &ctx);
+    }
+    if (h)
+        aev__handle_unref_fast(h);
+}
+
+void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev)
+{
+    if (AEV__UNLIKELY(ev->kind != AEV_POLL_EVENT_FD))
+        return; /* completions belong to the transports of a later issue */
+    int fd = ev->fd;
+    if (AEV__UNLIKELY(fd < 0 || fd >= loop->fds_cap))
+        return;
+    aev__fd_watch_t *w = &loop->fds[fd];
+    uint32_t e = ev->events;
+    if (AEV__UNLIKELY(e & AEV_POLL_NVAL)) {
+        drop_closed_fd(loop, fd);
+        return;
+    }
+    if ((e & (AEV_POLL_IN | AEV_POLL_ERR | AEV_POLL_HUP)) && w->reader) {
+        aev_handle_t *h = w->reader;
+        if (h->flags & AEV__H_CANCELLED) {
+            remove_watcher(loop, fd, AEV_POLL_IN);
+        } else if (aev__ready_push(loop, h) == 0) {
+            h->refs++;
+        }
+    }
+    if ((e & (AEV_POLL_OUT | AEV_POLL_ERR | AEV_POLL_HUP)) && w->writer) {
+        aev_handle_t *h = w->writer;
+        if (h->flags & AEV__H_CANCELLED) {
+            remove_watcher(loop, fd, AEV_POLL_OUT);
+        } else if (aev__ready_push(loop, h) == 0) {
+            h->refs++;
+        }
+    }
+}
+
+void aev__io_close(aev_loop_t *loop)
+{
+    for (int fd = 0; fd < loop->fds_cap; fd++) {
+        aev__fd_watch_t *w = &loop->fds[fd];
+        if (!w->events)
+            continue;
+        if (loop->debug)
+            aev_log(AEV_LOG_WARNING, "aev", "unclosed resource: fd %d is still watched (%s%s) when the loop closes",
+                    fd, w->reader ? "reader" : "", w->writer ? (w->reader ? ", writer" : "writer") : "");
+        (void)loop->poll->watch(loop->backend, fd, w->events, 0);
+        if (w->reader)
+            aev__handle_unref_fast(w->reader);
+        if (w->writer)
+            aev__handle_unref_fast(w->writer);
+        w->reader = w->writer = NULL;
+        w->events = 0;
+    }
+    loop->n_watched = 0;
+}

@@ -1,0 +1,524 @@
+/* libaev core - the loop: creation, running and stopping, call_soon,
+ * call_later/call_at, debug mode and closing.
+ *
+ * One iteration (aev__run_once) follows CPython's BaseEventLoop._run_once:
+ * take callbacks scheduled from other threads, poll for I/O (zero timeout when
+ * callbacks are ready or the loop is stopping, else until the next timer),
+ * move due timers to the ready queue, then run exactly the callbacks that were
+ * ready at that point; whatever they schedule waits for the next iteration. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop_internal.h"
+
+#define AEV__EVENTS_MAX 256
+#define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
+#define AEV__CLOCK_RESOLUTION 1e-9
+#define AEV__MIN_HEAP_FOR_COMPACT 100
+
+_Thread_local aev_loop_t *aev__running_loop;
+
+/* ---- creation -------------------------------------------------------------- */
+
+int aev_loop_new(const aev_loop_options_t *opts, aev_loop_t **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    aev__clear_detail();
+
+    aev_policy_t *policy = NULL;
+    int rc = aev_policy_resolve(opts, &policy);
+    if (rc < 0)
+        return rc;
+
+    const aev_policy_choice_t *pc = aev_policy_get(policy, "poll");
+    const aev__plugin_t *plugin = NULL;
+    rc = aev__registry_load(policy, AEV_FAMILY_POLL, pc->value, pc->origin_text, &plugin);
+    if (rc < 0) {
+        aev_policy_free(policy);
+        return rc;
+    }
+
+    aev_loop_t *loop = calloc(1, sizeof *loop);
+    if (!loop) {
+        aev_policy_free(policy);
+        return -ENOMEM;
+    }
+    loop->policy = policy;
+    loop->poll_plugin = plugin;
+    loop->poll = plugin->ops;
+    loop->poll_ctx.policy = policy;
+    loop->poll_ctx.family = "poll";
+    loop->poll_ctx.name = plugin->desc->name;
+    loop->debug = aev__policy_debug(policy);
+    loop->slow_callback_duration = 0.1;
+    loop->poll_interval = 20e-6;
+    loop->ready_mask = 255;
+    loop->ready = malloc((loop->ready_mask + 1) * sizeof *loop->ready);
+    loop->events_cap = AEV__EVENTS_MAX;
+    loop->events = calloc((size_t)loop->events_cap, sizeof *loop->events);
+    atomic_init(&loop->ts_count, 0);
+    atomic_init(&loop->wake_pending, 0);
+    if (!loop->ready || !loop->events || pthread_mutex_init(&loop->ts_lock, NULL) != 0) {
+        free(loop->ready);
+        free(loop->events);
+        free(loop);
+        aev_policy_free(policy);
+        return -ENOMEM;
+    }
+    rc = loop->poll->create(&aev__host, &loop->poll_ctx, &loop->backend);
+    if (rc < 0) {
+        if (!aev_error_detail()[0])
+            aev__set_detail("poll plugin \"%s\" (%s) could not create an engine: %s",
+                            plugin->desc->name, plugin->path, aev_strerror(rc));
+        pthread_mutex_destroy(&loop->ts_lock);
+        free(loop->ready);
+        free(loop->events);
+        free(loop);
+        aev_policy_free(policy);
+        return rc;
+    }
+    *out = loop;
+    return 0;
+}
+
+const char *aev_loop_plugin_name(const aev_loop_t *loop, const char *family)
+{
+    if (!loop || !family)
+        return NULL;
+    if (strcmp(family, "poll") == 0)
+        return loop->poll_plugin->desc->name;
+    return NULL;
+}
+
+/* ---- checks ------------------------------------------------------------------ */
+
+int aev__check_usable(aev_loop_t *loop)
+{
+    if (AEV__UNLIKELY(loop->closed))
+        return AEV_ECLOSED;
+    if (AEV__UNLIKELY(loop->debug) && loop->running && !pthread_equal(loop->thread, pthread_self())) {
+        aev__set_detail("non-thread-safe operation invoked on an event loop other than the "
+                        "current one (use aev_loop_call_soon_threadsafe)");
+        return AEV_EWRONG_THREAD;
+    }
+    return 0;
+}
+
+/* ---- the ready queue ----------------------------------------------------------- */
+
+int aev__ready_grow(aev_loop_t *loop)
+{
+    uint32_t cap = loop->ready_mask + 1;
+    uint32_t ncap = cap * 2;
+    if (ncap == 0)
+        return -ENOMEM;
+    aev_handle_t **n = malloc((size_t)ncap * sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    uint32_t count = loop->ready_tail - loop->ready_head;
+    for (uint32_t i = 0; i < count; i++)
+        n[i] = loop->ready[(loop->ready_head + i) & loop->ready_mask];
+    free(loop->ready);
+    loop->ready = n;
+    loop->ready_head = 0;
+    loop->ready_tail = count;
+    loop->ready_mask = ncap - 1;
+    return 0;
+}
+
+/* ---- scheduling ------------------------------------------------------------------- */
+
+static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb, void *arg,
+                     aev_handle_t **handle_out)
+{
+    if (handle_out)
+        *handle_out = NULL;
+    if (AEV__UNLIKELY(!loop || !cb))
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (AEV__UNLIKELY(rc < 0))
+        return rc;
+    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
+    if (AEV__UNLIKELY(!h))
+        return -ENOMEM;
+    rc = aev__ready_push(loop, h);
+    if (AEV__UNLIKELY(rc < 0)) {
+        aev__handle_unref_fast(h);
+        return rc;
+    }
+    if (handle_out) {
+        h->refs++;
+        *handle_out = h;
+    }
+    return 0;
+}
+
+int aev_loop_call_soon(aev_loop_t *loop, aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
+{
+    return call_soon(loop, NULL, cb, arg, handle_out);
+}
+
+int aev_loop_call_soon_ex(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
+                          void *arg, aev_handle_t **handle_out)
+{
+    return call_soon(loop, opts, cb, arg, handle_out);
+}
+
+static int call_at(aev_loop_t *loop, double when, const aev_call_options_t *opts, aev_callback_fn cb,
+                   void *arg, aev_handle_t **handle_out)
+{
+    if (handle_out)
+        *handle_out = NULL;
+    if (!loop || !cb || isnan(when))
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
+    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
+    if (!h)
+        return -ENOMEM;
+    h->flags |= AEV__H_TIMER | AEV__H_IN_HEAP;
+    h->when = when;
+    rc = aev__timer_heap_push(&loop->timers, when, h);
+    if (rc < 0) {
+        h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
+        aev__handle_unref_fast(h);
+        return rc;
+    }
+    if (handle_out) {
+        h->refs++;
+        *handle_out = h;
+    }
+    return 0;
+}
+
+int aev_loop_call_at(aev_loop_t *loop, double when, aev_callback_fn cb, void *arg,
+                     aev_handle_t **handle_out)
+{
+    return call_at(loop, when, NULL, cb, arg, handle_out);
+}
+
+int aev_loop_call_at_ex(aev_loop_t *loop, double when, const aev_call_options_t *opts,
+                        aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
+{
+    return call_at(loop, when, opts, cb, arg, handle_out);
+}
+
+int aev_loop_call_later(aev_loop_t *loop, double delay, aev_callback_fn cb, void *arg,
+                        aev_handle_t **handle_out)
+{
+    if (isnan(delay))
+        return -EINVAL;
+    return call_at(loop, aev__now() + (delay > 0 ? delay : 0), NULL, cb, arg, handle_out);
+}
+
+int aev_loop_call_later_ex(aev_loop_t *loop, double delay, const aev_call_options_t *opts,
+                           aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
+{
+    if (isnan(delay))
+        return -EINVAL;
+    return call_at(loop, aev__now() + (delay > 0 ? delay : 0), opts, cb, arg, handle_out);
+}
+
+double aev_loop_time(const aev_loop_t *loop)
+{
+    (void)loop;
+    return aev__now();
+}
+
+/* ---- running ---------------------------------------------------------------------- */
+
+static void run_handle(aev_loop_t *loop, aev_handle_t *h)
+{
+    int rc;
+    loop->current_handle = h;
+    if (AEV__UNLIKELY(loop->debug)) {
+        double t0 = aev__now();
+        rc = (h->flags & AEV__H_FUTURE_CB) ? h->cb.future_cb(h->aux.future, h->arg)
+                                            : h->cb.loop_cb(loop, h->arg);
+        double took = aev__now() - t0;
+        if (took >= loop->slow_callback_duration) {
+            char name[256];
+            aev_log(AEV_LOG_WARNING, "aev", "Executing %s took %.3f seconds",
+                    aev_handle_describe(h, name, sizeof name), took);
+        }
+    } else {
+        rc = (h->flags & AEV__H_FUTURE_CB) ? h->cb.future_cb(h->aux.future, h->arg)
+                                            : h->cb.loop_cb(loop, h->arg);
+    }
+    if (AEV__UNLIKELY(rc < 0))
+        aev__report_callback_error(loop, h, rc);
+    loop->current_handle = NULL;
+}
+
+static int64_t poll_timeout_ns(aev_loop_t *loop, double now)
+{
+    if (loop->ready_tail != loop->ready_head || loop->stopping)
+        return 0;
+    if (loop->timers.len == 0)
+        return -1;
+    double t = loop->timers.entries[0].when - now;
+    if (t <= 0)
+        return 0;
+    if (t > AEV__MAX_TIMEOUT)
+        t = AEV__MAX_TIMEOUT;
+    double ns = t * 1e9;
+    int64_t r = (int64_t)ns;
+    return (double)r < ns ? r + 1 : r; /* round up: never wake before the timer is due */
+}
+
+static void run_once(aev_loop_t *loop)
+{
+    if (atomic_load_explicit(&loop->ts_count, memory_order_acquire))
+        aev__ts_drain(loop);
+
+    aev__timer_heap_t *timers = &loop->timers;
+    if (timers->cancelled > AEV__MIN_HEAP_FOR_COMPACT / 2 && timers->cancelled * 2 > timers->len)
+        aev__timer_heap_compact(timers);
+    while (timers->len > 0 && (timers->entries[0].handle->flags & AEV__H_CANCELLED)) {
+        aev_handle_t *h = aev__timer_heap_pop(timers);
+        h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
+        timers->cancelled--;
+        aev__handle_unref_fast(h);
+    }
+
+    double now = aev__now();
+    int64_t timeout = poll_timeout_ns(loop, now);
+    /* While callbacks are ready, poll at most every poll_interval seconds: a zero-timeout
+     * poll costs a syscall, more than a whole iteration. A stopping loop always polls. */
+    if (timeout != 0 || loop->stopping || now - loop->last_poll >= loop->poll_interval) {
+        int n = loop->poll->wait(loop->backend, timeout, loop->events, loop->events_cap);
+        if (timeout != 0)
+            now = aev__now();
+        loop->last_poll = now;
+        for (int i = 0; i < n; i++)
+            aev__io_process(loop, &loop->events[i]);
+        if (n < 0 && n != -EINTR) {
+            aev_exception_context_t ctx = {.message = "poll engine failed", .error = n};
+            aev_loop_call_exception_handler(loop, &ctx);
+        }
+    }
+
+    /* Move due timers to the ready queue (the heap's reference moves with them). */
+    double end = now + AEV__CLOCK_RESOLUTION;
+    while (timers->len > 0 && timers->entries[0].when <= end) {
+        aev_handle_t *h = aev__timer_heap_pop(timers);
+        h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
+        if (h->flags & AEV__H_CANCELLED) {
+            timers->cancelled--;
+            aev__handle_unref_fast(h);
+        } else if (aev__ready_push(loop, h) < 0) {
+            aev_exception_context_t ctx = {.message = "out of memory moving a due timer",
+                                           .error = -ENOMEM, .handle = h};
+            aev_loop_call_exception_handler(loop, &ctx);
+            aev__handle_unref_fast(h);
+        }
+    }
+
+    /* Run what is ready now; callbacks scheduled meanwhile wait for the next iteration. */
+    uint32_t ntodo = loop->ready_tail - loop->ready_head;
+    while (ntodo-- > 0) {
+        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
+        if (AEV__LIKELY(!(aev__handle_flags(h) & AEV__H_CANCELLED)))
+            run_handle(loop, h);
+        aev__handle_unref_fast(h);
+    }
+}
+
+static int run_begin(aev_loop_t *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->closed)
+        return AEV_ECLOSED;
+    if (loop->running)
+        return AEV_ERUNNING;
+    if (aev__running_loop)
+        return AEV_EOTHER_LOOP;
+    loop->running = 1;
+    loop->thread = pthread_self();
+    aev__running_loop = loop;
+    loop->last_poll = -1e300; /* the first iteration always polls */
+    return 0;
+}
+
+static void run_end(aev_loop_t *loop)
+{
+    loop->stopping = 0;
+    loop->running = 0;
+    aev__running_loop = NULL;
+}
+
+int aev_loop_run_forever(aev_loop_t *loop)
+{
+    int rc = run_begin(loop);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        run_once(loop);
+        if (loop->stopping)
+            break;
+    }
+    run_end(loop);
+    return 0;
+}
+
+static int stop_when_done(aev_future_t *fut, void *arg)
+{
+    (void)arg;
+    aev_loop_stop(aev_future_get_loop(fut));
+    return 0;
+}
+
+int aev_loop_run_until_complete(aev_loop_t *loop, aev_future_t *fut)
+{
+    if (!loop || !fut)
+        return -EINVAL;
+    if (aev_future_get_loop(fut) != loop) {
+        aev__set_detail("the future belongs to another event loop");
+        return -EINVAL;
+    }
+    if (loop->closed)
+        return AEV_ECLOSED;
+    if (loop->running)
+        return AEV_ERUNNING;
+    int rc = aev_future_add_done_callback(fut, stop_when_done, NULL);
+    if (rc < 0)
+        return rc;
+    rc = aev_loop_run_forever(loop);
+    aev_future_remove_done_callback(fut, stop_when_done, NULL);
+    if (rc < 0)
+        return rc;
+    if (!aev_future_done(fut))
+        return AEV_ESTOPPED;
+    return aev_future_result(fut, NULL);
+}
+
+void aev_loop_stop(aev_loop_t *loop)
+{
+    if (loop)
+        loop->stopping = 1;
+}
+
+int aev_loop_is_running(const aev_loop_t *loop)
+{
+    return loop && loop->running ? 1 : 0;
+}
+
+int aev_loop_is_closed(const aev_loop_t *loop)
+{
+    return loop && loop->closed ? 1 : 0;
+}
+
+aev_loop_t *aev_loop_get_running(void)
+{
+    return aev__running_loop;
+}
+
+/* ---- debug ------------------------------------------------------------------------- */
+
+int aev_loop_get_debug(const aev_loop_t *loop)
+{
+    return loop && loop->debug ? 1 : 0;
+}
+
+void aev_loop_set_debug(aev_loop_t *loop, int enabled)
+{
+    if (loop)
+        loop->debug = enabled ? 1 : 0;
+}
+
+void aev_loop_set_slow_callback_duration(aev_loop_t *loop, double seconds)
+{
+    if (loop && seconds >= 0)
+        loop->slow_callback_duration = seconds;
+}
+
+double aev_loop_get_slow_callback_duration(const aev_loop_t *loop)
+{
+    return loop ? loop->slow_callback_duration : 0.0;
+}
+
+void aev_loop_set_io_poll_interval(aev_loop_t *loop, double seconds)
+{
+    if (loop && seconds >= 0)
+        loop->poll_interval = seconds;
+}
+
+/* ---- closing --------------------------------------------------------------------------- */
+
+int aev_loop_close(aev_loop_t *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->running)
+        return AEV_ERUNNING;
+    if (loop->closed)
+        return 0;
+    if (loop->debug) {
+        uint32_t pending = loop->ready_tail - loop->ready_head;
+        if (pending || loop->timers.len)
+            aev_log(AEV_LOG_WARNING, "aev", "closing the loop discards %u pending callbacks and %zu timers",
+                    pending, loop->timers.len - loop->timers.cancelled);
+    }
+    /* Refuse threadsafe calls first, then drop everything queued. */
+    pthread_mutex_lock(&loop->ts_lock);
+    loop->closed = 1;
+    pthread_mutex_unlock(&loop->ts_lock);
+    aev__ts_discard(loop);
+    aev__io_close(loop);
+    while (loop->ready_head != loop->ready_tail) {
+        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
+        aev__handle_unref_fast(h);
+    }
+    aev__timer_heap_clear(&loop->timers);
+    loop->poll->destroy(loop->backend);
+    loop->backend = NULL;
+    return 0;
+}
+
+static void loop_destroy(aev_loop_t *loop)
+{
+    aev__handle_free_all(loop);
+    aev__timer_heap_free(&loop->timers);
+    free(loop->ready);
+    free(loop->events);
+    free(loop->fds);
+    free(loop->ts_queue);
+    pthread_mutex_destroy(&loop->ts_lock);
+    aev_policy_free(loop->policy);
+    free(loop);
+}
+
+void aev__loop_object_released(aev_loop_t *loop)
+{
+    if (--loop->live_objects == 0 && AEV__UNLIKELY(loop->free_requested))
+        loop_destroy(loop);
+}
+
+void aev_loop_free(aev_loop_t *loop)
+{
+    if (!loop)
+        return;
+    if (loop->running) {
+        aev_log(AEV_LOG_ERROR, "aev", "aev_loop_free() called on a running loop; ignored");
+        return;
+    }
+    if (!loop->closed) {
+        aev_log(AEV_LOG_WARNING, "aev", "unclosed event loop %p freed; closing it", (void *)loop);
+        aev_loop_close(loop);
+    }
+    if (loop->live_objects > 0) {
+        /* Handles or futures the application still holds: free when the last goes. */
+        if (loop->debug)
+            aev_log(AEV_LOG_WARNING, "aev", "loop freed while %zu handles or futures are still referenced",
+                    loop->live_objects);
+        loop->free_requested = 1;
+        return;
+    }
+    loop_destroy(loop);
+}

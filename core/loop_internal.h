@@ -1,0 +1,220 @@
+/* libaev core - internal definitions shared by the loop's files.
+ * Nothing here is public API; names are aev__ prefixed. */
+#ifndef AEV_LOOP_INTERNAL_H
+#define AEV_LOOP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "aev/aev.h"
+#include "aev/plugin.h"
+
+#define AEV__LIKELY(x) __builtin_expect(!!(x), 1)
+#define AEV__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- handles ----------------------------------------------------------- */
+
+enum {
+    AEV__H_CANCELLED = 0x01,
+    AEV__H_TIMER = 0x02,     /* from call_later/call_at */
+    AEV__H_IN_HEAP = 0x04,   /* the timer heap holds a reference */
+    AEV__H_FUTURE_CB = 0x08, /* a future done callback: aux is the future */
+    AEV__H_IO = 0x10,        /* an fd watcher's handle */
+    AEV__H_SHARED = 0x20,    /* from call_soon_threadsafe: atomic refs and flags, malloc'ed */
+};
+
+struct aev_handle {
+    union {
+        aev_callback_fn loop_cb;
+        aev_future_callback_fn future_cb;
+    } cb;
+    void *arg;
+    aev_loop_t *loop;
+    aev_context_t *context;
+    const char *name;
+    double when;
+    union {
+        aev_future_t *future;   /* AEV__H_FUTURE_CB */
+        aev_handle_t *next_free; /* on the loop's free list */
+    } aux;
+    uint32_t refs;
+    uint32_t flags;
+};
+
+aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
+                              void *arg);
+void aev__handle_release(aev_handle_t *h); /* refs reached 0 */
+void aev__handle_free_all(aev_loop_t *loop);
+
+void aev__handle_unref_shared(aev_handle_t *h);
+
+static inline void aev__handle_unref_fast(aev_handle_t *h)
+{
+    if (AEV__UNLIKELY(h->flags & AEV__H_SHARED))
+        aev__handle_unref_shared(h);
+    else if (--h->refs == 0)
+        aev__handle_release(h);
+}
+
+static inline uint32_t aev__handle_flags(const aev_handle_t *h)
+{
+    return __atomic_load_n(&h->flags, __ATOMIC_RELAXED);
+}
+
+/* ---- timers: a 4-ary min-heap of (when, handle) ------------------------- */
+
+typedef struct aev__timer_entry {
+    double when;
+    aev_handle_t *handle;
+} aev__timer_entry_t;
+
+typedef struct aev__timer_heap {
+    aev__timer_entry_t *entries;
+    size_t len, cap;
+    size_t cancelled; /* cancelled handles still in the heap */
+} aev__timer_heap_t;
+
+int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h);
+aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap);
+void aev__timer_heap_compact(aev__timer_heap_t *heap);
+void aev__timer_heap_clear(aev__timer_heap_t *heap);
+void aev__timer_heap_free(aev__timer_heap_t *heap);
+
+/* ---- fd watchers ---------------------------------------------------------- */
+
+typedef struct aev__fd_watch {
+    aev_handle_t *reader;
+    aev_handle_t *writer;
+    uint32_t events; /* interest registered with the engine */
+} aev__fd_watch_t;
+
+/* ---- plugins --------------------------------------------------------------- */
+
+struct aev_plugin_context {
+    const aev_policy_t *policy;
+    const char *family;
+    const char *name;
+};
+
+typedef struct aev__plugin {
+    const aev_plugin_descriptor_t *desc;
+    const void *ops;
+    char *path;
+} aev__plugin_t;
+
+/* Loads the first usable plugin of family from a comma list; on failure returns an
+ * AEV_EPLUGIN_* code and leaves the whole story in the error detail. */
+int aev__registry_load(const aev_policy_t *policy, int family, const char *list,
+                       const char *origin_text, const aev__plugin_t **out);
+extern const aev_host_t aev__host;
+
+/* policy internals used by the loop */
+int aev__policy_debug(const aev_policy_t *policy);
+int aev__policy_excluded(const aev_policy_t *policy, const char *family, const char *name);
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+struct aev_loop {
+    /* hot: the ready queue (a ring of handle pointers) and the handle free list */
+    aev_handle_t **ready;
+    uint32_t ready_head, ready_tail, ready_mask;
+    aev_handle_t *free_handles;
+    aev_handle_t *current_handle; /* the handle whose callback runs now */
+    aev__timer_heap_t timers;
+    const aev_poll_ops_t *poll;
+    aev_poll_backend_t *backend;
+    aev_poll_event_t *events;
+    int events_cap;
+    double last_poll;
+    double poll_interval;
+
+    /* fd watchers, indexed by fd */
+    aev__fd_watch_t *fds;
+    int fds_cap;
+    size_t n_watched;
+
+    /* state */
+    int running;
+    int stopping;
+    int closed;
+    int debug;
+    int free_requested;
+    pthread_t thread;
+    double slow_callback_duration;
+    size_t live_objects; /* handles and futures not yet released */
+    size_t handles_allocated;
+    struct aev__handle_chunk *chunks;
+
+    /* call_soon_threadsafe */
+    pthread_mutex_t ts_lock;
+    aev_handle_t **ts_queue;
+    size_t ts_len, ts_cap;
+    atomic_size_t ts_count;
+    atomic_int wake_pending;
+
+    /* error handling */
+    aev_exception_handler_fn exc_handler;
+    void *exc_userdata;
+
+    /* plugins */
+    aev_policy_t *policy;
+    const aev__plugin_t *poll_plugin;
+    struct aev_plugin_context poll_ctx;
+};
+
+/* Monotonic time in seconds. */
+static inline double aev__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int aev__ready_grow(aev_loop_t *loop);
+
+static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
+{
+    if (AEV__UNLIKELY(loop->ready_tail - loop->ready_head > loop->ready_mask)) {
+        int rc = aev__ready_grow(loop);
+        if (rc < 0)
+            return rc;
+    }
+    loop->ready[loop->ready_tail++ & loop->ready_mask] = h;
+    return 0;
+}
+
+int aev__check_usable(aev_loop_t *loop); /* closed / wrong thread checks for non-threadsafe calls */
+void aev__loop_object_released(aev_loop_t *loop);
+void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc);
+void aev__ts_drain(aev_loop_t *loop);
+void aev__ts_discard(aev_loop_t *loop);
+void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
+void aev__io_close(aev_loop_t *loop);
+void aev__future_run_callbacks(aev_future_t *fut);
+
+/* The loop running in this thread. */
+extern _Thread_local aev_loop_t *aev__running_loop;
+/* The context of this thread outside callbacks. */
+extern _Thread_local aev_context_t *aev__thread_context;
+
+/* Returns the context a new callback captures: the running handle's, else the thread's. */
+static inline aev_context_t *aev__context_current_raw(void)
+{
+    aev_loop_t *rl = aev__running_loop;
+    if (rl && rl->current_handle)
+        return rl->current_handle->context;
+    return aev__thread_context;
+}
+aev_context_t **aev__context_current_slot(void);
+
+/* error detail (thread-local) */
+void aev__set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void aev__clear_detail(void);
+void aev__vset_detail(const char *fmt, va_list ap);
+
+void aev__vlog(int level, const char *origin, const char *fmt, va_list ap);
+
+#endif /* AEV_LOOP_INTERNAL_H */

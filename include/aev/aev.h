@@ -1,0 +1,15 @@
+/* libaev - the asyncio event loop in C. Include this header for the whole API.
+ * Plugin authors include <aev/plugin.h> instead. */
+#ifndef AEV_AEV_H
+#define AEV_AEV_H
+
+#include "version.h"
+#include "error.h"
+#include "log.h"
+#include "loop.h"
+#include "handle.h"
+#include "future.h"
+#include "context.h"
+#include "policy.h"
+
+#endif /* AEV_AEV_H */

@@ -1,0 +1,89 @@
+/* libaev - futures (asyncio.Future).
+ *
+ * Ownership: every function that gives out a future (aev_loop_create_future()
+ * and, later, every operation returning a future) gives the caller one
+ * reference, released with aev_future_unref(). The loop keeps its own
+ * references while it needs the future (pending done callbacks, operations in
+ * flight), so dropping yours early never frees a future under the loop.
+ * Release every future before aev_loop_free().
+ *
+ * Result: a future ends in exactly one of three states: a result (a void *
+ * value with an optional destructor, called when the future is freed), an
+ * error (a negative error code and an optional detail string), or cancelled
+ * (with an optional message). Done callbacks are scheduled with call_soon when
+ * the future completes, in the order they were added, in the context that was
+ * current when they were added.
+ *
+ * An error that nobody read (aev_future_result/aev_future_error) is reported
+ * to the exception handler when the last reference goes, as asyncio reports
+ * "Future exception was never retrieved".
+ */
+#ifndef AEV_FUTURE_H
+#define AEV_FUTURE_H
+
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+/** A done callback: called on the loop with the completed future. Return 0 or an error. */
+typedef int (*aev_future_callback_fn)(aev_future_t *future, void *arg);
+
+/** Creates a pending future attached to loop (asyncio loop.create_future). */
+int aev_loop_create_future(aev_loop_t *loop, aev_future_t **out);
+
+/** Adds a reference and returns future. */
+aev_future_t *aev_future_ref(aev_future_t *future);
+
+/** Releases a reference; the last one frees the future (and its result). NULL is ignored. */
+void aev_future_unref(aev_future_t *future);
+
+/** Returns the loop the future belongs to. */
+aev_loop_t *aev_future_get_loop(const aev_future_t *future);
+
+/** Completes the future with value; destroy (may be NULL) frees value with the future.
+ *  AEV_EINVALID_STATE if already done (value is then not taken). */
+int aev_future_set_result(aev_future_t *future, void *value, void (*destroy)(void *value));
+
+/** Completes the future with error (negative) and an optional detail (copied). */
+int aev_future_set_error(aev_future_t *future, int error, const char *detail);
+
+/** Cancels the future with an optional message. Returns 1 if cancelled now, 0 if already done. */
+int aev_future_cancel(aev_future_t *future, const char *message);
+
+/** Returns 1 if the future is done (result, error or cancelled). */
+int aev_future_done(const aev_future_t *future);
+
+/** Returns 1 if the future was cancelled. */
+int aev_future_cancelled(const aev_future_t *future);
+
+/** Reads the outcome: 0 and *value (may be NULL) for a result, the error code for an
+ *  error, AEV_ECANCELLED if cancelled, AEV_EINVALID_STATE if not done yet. */
+int aev_future_result(aev_future_t *future, void **value);
+
+/** Returns the error (0 if the future has a result), AEV_ECANCELLED or AEV_EINVALID_STATE. */
+int aev_future_error(aev_future_t *future);
+
+/** Returns the error detail or cancellation message, or NULL. Valid while the future lives. */
+const char *aev_future_error_detail(const aev_future_t *future);
+
+/** Adds a done callback (scheduled at once if the future is already done). */
+int aev_future_add_done_callback(aev_future_t *future, aev_future_callback_fn cb, void *arg);
+/** add_done_callback with options (context, name). */
+int aev_future_add_done_callback_ex(aev_future_t *future, const aev_call_options_t *opts,
+                                    aev_future_callback_fn cb, void *arg);
+
+/** Removes every registration of (cb, arg); returns how many were removed. */
+int aev_future_remove_done_callback(aev_future_t *future, aev_future_callback_fn cb, void *arg);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+#ifdef __cplusplus
+}
+#endif
+#endif /* AEV_FUTURE_H */
