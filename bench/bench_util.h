@@ -16,6 +16,10 @@
 #ifndef AEV_BENCH_UTIL_H
 #define AEV_BENCH_UTIL_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pipe2 */
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>

@@ -29,7 +29,7 @@ struct aev_context {
     ctx_map_t *map; /* NULL: empty */
 };
 
-_Thread_local aev_context_t *aev__thread_context;
+AEV__TLS aev_context_t *aev__thread_context;
 
 aev_context_var_t *aev_context_var_new(const char *name, void *default_value)
 {
@@ -190,6 +190,11 @@ int aev_context_var_set(aev_context_var_t *var, void *value)
         *slot = aev_context_new();
         if (!*slot)
             return -ENOMEM;
+        aev_loop_t *rl = aev__running_loop;
+        if (rl) /* keep the loop's view of the context in effect up to date */
+            rl->cur_ctx = rl->current_handle ? rl->current_handle->context : *slot;
+        if (rl && !rl->current_handle)
+            rl->base_ctx = *slot;
     }
     return aev_context_set(*slot, var, value);
 }

@@ -11,20 +11,33 @@
 #define AEV__HANDLE_CHUNK 256
 
 struct aev__handle_chunk {
-    struct aev__handle_chunk *next;
     aev_handle_t handles[AEV__HANDLE_CHUNK];
+    struct aev__handle_chunk *next;
 };
+_Static_assert(sizeof(aev_handle_t) == 64, "a handle fills one cache line");
 
-static int handle_refill(aev_loop_t *loop)
+/* Adds a chunk of handles. The free stack always has room for every handle
+ * the loop owns, so releasing one never allocates. */
+int aev__handle_refill(aev_loop_t *loop)
 {
-    struct aev__handle_chunk *c = malloc(sizeof *c);
+    size_t need = loop->handles_allocated + AEV__HANDLE_CHUNK;
+    if (need > UINT32_MAX)
+        return -ENOMEM;
+    if (need > loop->free_cap) {
+        aev_handle_t **n = realloc(loop->free_stack, need * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        loop->free_stack = n;
+        loop->free_cap = (uint32_t)need;
+    }
+    struct aev__handle_chunk *c = aligned_alloc(64, sizeof *c); /* one handle per cache line */
     if (!c)
         return -ENOMEM;
     c->next = loop->chunks;
     loop->chunks = c;
     for (int i = AEV__HANDLE_CHUNK - 1; i >= 0; i--) {
-        c->handles[i].aux.next_free = loop->free_handles;
-        loop->free_handles = &c->handles[i];
+        c->handles[i].loop = loop; /* invariant: a free handle knows its loop */
+        loop->free_stack[loop->free_len++] = &c->handles[i];
     }
     loop->handles_allocated += AEV__HANDLE_CHUNK;
     return 0;
@@ -33,13 +46,9 @@ static int handle_refill(aev_loop_t *loop)
 aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
                               void *arg)
 {
-    aev_handle_t *h = loop->free_handles;
-    if (AEV__UNLIKELY(!h)) {
-        if (handle_refill(loop) < 0)
-            return NULL;
-        h = loop->free_handles;
-    }
-    loop->free_handles = h->aux.next_free;
+    if (loop->free_len == 0 && aev__handle_refill(loop) < 0)
+        return NULL;
+    aev_handle_t *h = loop->free_stack[--loop->free_len];
     h->cb.loop_cb = cb;
     h->arg = arg;
     h->loop = loop;
@@ -70,9 +79,9 @@ void aev__handle_release(aev_handle_t *h)
         aev_context_unref(h->context);
     if (h->flags & AEV__H_FUTURE_CB)
         aev_future_unref(h->aux.future);
-    h->aux.next_free = loop->free_handles;
-    loop->free_handles = h;
-    h->loop = loop; /* stays valid for the free list */
+    h->context = NULL;
+    h->flags = 0;
+    loop->free_stack[loop->free_len++] = h;
     aev__loop_object_released(loop);
 }
 
@@ -96,7 +105,9 @@ void aev__handle_free_all(aev_loop_t *loop)
         c = next;
     }
     loop->chunks = NULL;
-    loop->free_handles = NULL;
+    free(loop->free_stack);
+    loop->free_stack = NULL;
+    loop->free_len = loop->free_cap = 0;
 }
 
 void aev_handle_cancel(aev_handle_t *h)

@@ -18,7 +18,7 @@
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
 
-_Thread_local aev_loop_t *aev__running_loop;
+AEV__TLS aev_loop_t *aev__running_loop;
 
 /* ---- creation -------------------------------------------------------------- */
 
@@ -132,7 +132,7 @@ int aev__ready_grow(aev_loop_t *loop)
 
 /* ---- scheduling ------------------------------------------------------------------- */
 
-static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb, void *arg,
+static inline __attribute__((always_inline)) int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb, void *arg,
                      aev_handle_t **handle_out)
 {
     if (handle_out)
@@ -142,7 +142,7 @@ static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callb
     int rc = aev__check_usable(loop);
     if (AEV__UNLIKELY(rc < 0))
         return rc;
-    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
+    aev_handle_t *h = opts ? aev__handle_new(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
     if (AEV__UNLIKELY(!h))
         return -ENOMEM;
     rc = aev__ready_push(loop, h);
@@ -178,8 +178,8 @@ static int call_at(aev_loop_t *loop, double when, const aev_call_options_t *opts
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
-    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
-    if (!h)
+    aev_handle_t *h = opts ? aev__handle_new(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
+    if (AEV__UNLIKELY(!h))
         return -ENOMEM;
     h->flags |= AEV__H_TIMER | AEV__H_IN_HEAP;
     h->when = when;
@@ -232,10 +232,11 @@ double aev_loop_time(const aev_loop_t *loop)
 
 /* ---- running ---------------------------------------------------------------------- */
 
-static void run_handle(aev_loop_t *loop, aev_handle_t *h)
+static inline void run_handle(aev_loop_t *loop, aev_handle_t *h)
 {
     int rc;
     loop->current_handle = h;
+    loop->cur_ctx = h->context;
     if (AEV__UNLIKELY(loop->debug)) {
         double t0 = aev__now();
         rc = (h->flags & AEV__H_FUTURE_CB) ? h->cb.future_cb(h->aux.future, h->arg)
@@ -253,6 +254,7 @@ static void run_handle(aev_loop_t *loop, aev_handle_t *h)
     if (AEV__UNLIKELY(rc < 0))
         aev__report_callback_error(loop, h, rc);
     loop->current_handle = NULL;
+    loop->cur_ctx = loop->base_ctx;
 }
 
 static int64_t poll_timeout_ns(aev_loop_t *loop, double now)
@@ -261,7 +263,7 @@ static int64_t poll_timeout_ns(aev_loop_t *loop, double now)
         return 0;
     if (loop->timers.len == 0)
         return -1;
-    double t = loop->timers.entries[0].when - now;
+    double t = aev__timer_heap_top(&loop->timers)->when - now;
     if (t <= 0)
         return 0;
     if (t > AEV__MAX_TIMEOUT)
@@ -279,7 +281,7 @@ static void run_once(aev_loop_t *loop)
     aev__timer_heap_t *timers = &loop->timers;
     if (timers->cancelled > AEV__MIN_HEAP_FOR_COMPACT / 2 && timers->cancelled * 2 > timers->len)
         aev__timer_heap_compact(timers);
-    while (timers->len > 0 && (timers->entries[0].handle->flags & AEV__H_CANCELLED)) {
+    while (timers->len > 0 && (aev__timer_heap_top(timers)->handle->flags & AEV__H_CANCELLED)) {
         aev_handle_t *h = aev__timer_heap_pop(timers);
         h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
         timers->cancelled--;
@@ -305,7 +307,7 @@ static void run_once(aev_loop_t *loop)
 
     /* Move due timers to the ready queue (the heap's reference moves with them). */
     double end = now + AEV__CLOCK_RESOLUTION;
-    while (timers->len > 0 && timers->entries[0].when <= end) {
+    while (timers->len > 0 && aev__timer_heap_top(timers)->when <= end) {
         aev_handle_t *h = aev__timer_heap_pop(timers);
         h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
         if (h->flags & AEV__H_CANCELLED) {
@@ -342,6 +344,7 @@ static int run_begin(aev_loop_t *loop)
     loop->running = 1;
     loop->thread = pthread_self();
     aev__running_loop = loop;
+    loop->base_ctx = loop->cur_ctx = aev__thread_context;
     loop->last_poll = -1e300; /* the first iteration always polls */
     return 0;
 }
@@ -481,7 +484,7 @@ int aev_loop_close(aev_loop_t *loop)
     return 0;
 }
 
-static void loop_destroy(aev_loop_t *loop)
+void aev__loop_destroy(aev_loop_t *loop)
 {
     aev__handle_free_all(loop);
     aev__timer_heap_free(&loop->timers);
@@ -496,8 +499,7 @@ static void loop_destroy(aev_loop_t *loop)
 
 void aev__loop_object_released(aev_loop_t *loop)
 {
-    if (--loop->live_objects == 0 && AEV__UNLIKELY(loop->free_requested))
-        loop_destroy(loop);
+    aev__loop_object_released_fast(loop);
 }
 
 void aev_loop_free(aev_loop_t *loop)
@@ -520,5 +522,5 @@ void aev_loop_free(aev_loop_t *loop)
         loop->free_requested = 1;
         return;
     }
-    loop_destroy(loop);
+    aev__loop_destroy(loop);
 }

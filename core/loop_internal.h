@@ -14,6 +14,8 @@
 
 #define AEV__LIKELY(x) __builtin_expect(!!(x), 1)
 #define AEV__UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* Thread-locals of the core: initial-exec, so reading one is one instruction. */
+#define AEV__TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
 /* ---- handles ----------------------------------------------------------- */
 
@@ -38,7 +40,6 @@ struct aev_handle {
     double when;
     union {
         aev_future_t *future;   /* AEV__H_FUTURE_CB */
-        aev_handle_t *next_free; /* on the loop's free list */
     } aux;
     uint32_t refs;
     uint32_t flags;
@@ -47,17 +48,11 @@ struct aev_handle {
 aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
                               void *arg);
 void aev__handle_release(aev_handle_t *h); /* refs reached 0 */
+static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_fn cb, void *arg);
 void aev__handle_free_all(aev_loop_t *loop);
 
 void aev__handle_unref_shared(aev_handle_t *h);
-
-static inline void aev__handle_unref_fast(aev_handle_t *h)
-{
-    if (AEV__UNLIKELY(h->flags & AEV__H_SHARED))
-        aev__handle_unref_shared(h);
-    else if (--h->refs == 0)
-        aev__handle_release(h);
-}
+static inline void aev__handle_unref_fast(aev_handle_t *h);
 
 static inline uint32_t aev__handle_flags(const aev_handle_t *h)
 {
@@ -78,6 +73,8 @@ typedef struct aev__timer_heap {
 } aev__timer_heap_t;
 
 int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h);
+/* The earliest entry (the heap's root lives at index D - 1); only when len > 0. */
+aev__timer_entry_t *aev__timer_heap_top(aev__timer_heap_t *heap);
 aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap);
 void aev__timer_heap_compact(aev__timer_heap_t *heap);
 void aev__timer_heap_clear(aev__timer_heap_t *heap);
@@ -121,8 +118,11 @@ struct aev_loop {
     /* hot: the ready queue (a ring of handle pointers) and the handle free list */
     aev_handle_t **ready;
     uint32_t ready_head, ready_tail, ready_mask;
-    aev_handle_t *free_handles;
+    aev_handle_t **free_stack; /* free handles, used last-in first-out */
+    uint32_t free_len, free_cap;
     aev_handle_t *current_handle; /* the handle whose callback runs now */
+    aev_context_t *cur_ctx;       /* context in effect: current_handle's, else base_ctx */
+    aev_context_t *base_ctx;      /* the running thread's own context */
     aev__timer_heap_t timers;
     const aev_poll_ops_t *poll;
     aev_poll_backend_t *backend;
@@ -173,7 +173,50 @@ static inline double aev__now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The loop running in this thread. */
+extern AEV__TLS aev_loop_t *aev__running_loop;
+/* The context of this thread outside callbacks. */
+extern AEV__TLS aev_context_t *aev__thread_context;
+
+/* Returns the context a new callback captures: the running handle's, else the thread's. */
+static inline aev_context_t *aev__context_current_raw(void)
+{
+    aev_loop_t *rl = aev__running_loop;
+    if (rl)
+        return rl->cur_ctx;
+    return aev__thread_context;
+}
+aev_context_t **aev__context_current_slot(void);
+
 int aev__ready_grow(aev_loop_t *loop);
+int aev__handle_refill(aev_loop_t *loop);
+void aev__loop_destroy(aev_loop_t *loop);
+
+static inline void aev__loop_object_released_fast(aev_loop_t *loop)
+{
+    if (--loop->live_objects == 0 && AEV__UNLIKELY(loop->free_requested))
+        aev__loop_destroy(loop);
+}
+
+/* A handle with no options: the hot path of call_soon. */
+static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_fn cb, void *arg)
+{
+    if (AEV__UNLIKELY(loop->free_len == 0) && aev__handle_refill(loop) < 0)
+        return NULL;
+    aev_handle_t *h = loop->free_stack[--loop->free_len];
+    h->cb.loop_cb = cb;
+    h->arg = arg;
+    h->aux.future = NULL;
+    h->refs = 1;
+    h->flags = 0;
+    h->when = -1.0;
+    h->name = NULL;
+    aev_loop_t *rl = aev__running_loop;
+    aev_context_t *cur = AEV__LIKELY(rl == loop) ? loop->cur_ctx : aev__context_current_raw();
+    h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
+    loop->live_objects++;
+    return h;
+}
 
 static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
 {
@@ -186,6 +229,26 @@ static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
     return 0;
 }
 
+/* Drops a reference; the last one returns a plain handle to the loop's free list. */
+static inline void aev__handle_unref_fast(aev_handle_t *h)
+{
+    if (AEV__UNLIKELY(h->flags & (AEV__H_SHARED | AEV__H_FUTURE_CB))) {
+        if (h->flags & AEV__H_SHARED) {
+            aev__handle_unref_shared(h);
+            return;
+        }
+    }
+    if (--h->refs != 0)
+        return;
+    if (AEV__UNLIKELY(h->context != NULL || (h->flags & AEV__H_FUTURE_CB))) {
+        aev__handle_release(h);
+        return;
+    }
+    aev_loop_t *loop = h->loop;
+    loop->free_stack[loop->free_len++] = h; /* refill made room for every handle */
+    aev__loop_object_released_fast(loop);
+}
+
 int aev__check_usable(aev_loop_t *loop); /* closed / wrong thread checks for non-threadsafe calls */
 void aev__loop_object_released(aev_loop_t *loop);
 void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc);
@@ -195,20 +258,7 @@ void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
 void aev__future_run_callbacks(aev_future_t *fut);
 
-/* The loop running in this thread. */
-extern _Thread_local aev_loop_t *aev__running_loop;
-/* The context of this thread outside callbacks. */
-extern _Thread_local aev_context_t *aev__thread_context;
 
-/* Returns the context a new callback captures: the running handle's, else the thread's. */
-static inline aev_context_t *aev__context_current_raw(void)
-{
-    aev_loop_t *rl = aev__running_loop;
-    if (rl && rl->current_handle)
-        return rl->current_handle->context;
-    return aev__thread_context;
-}
-aev_context_t **aev__context_current_slot(void);
 
 /* error detail (thread-local) */
 void aev__set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,9 +3,10 @@
  *
  * Sources, weakest first: built-in default (preset "selector"), config files
  * (drop-ins in name order, then the main file), environment (secure_getenv),
- * the API (aev_loop_options_t). For a family, the strongest source that sets
- * either the family itself or the loop preset decides; when one source sets
- * both, the family setting wins. */
+ * the API (aev_loop_options_t). For the poll family, the strongest source that
+ * sets either poll itself or the loop preset decides (when one source sets both,
+ * poll wins): AEV_LOOP=proactor beats a config's poll = epoll. The other
+ * families are the same in every preset, so only their own settings count. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -314,7 +315,7 @@ int aev_policy_resolve(const aev_loop_options_t *opts, aev_policy_t **out)
     }
     for (int k = 0; k < K_COUNT; k++) {
         const char *env = secure_getenv(env_names[k]);
-        if (k == K_DEBUG && env) {
+        if (k == K_DEBUG && env && *env) {
             /* AEV_DEBUG: any non-empty value other than 0 turns debug on */
             val[k] = *env && strcmp(env, "0") != 0 ? "1" : "0";
         } else if (env && *env) {
@@ -358,17 +359,23 @@ int aev_policy_resolve(const aev_loop_options_t *opts, aev_policy_t **out)
     snprintf(preset_text, sizeof preset_text, "preset %s%s", preset,
              p->choices[K_LOOP].origin == AEV_ORIGIN_DEFAULT ? " (default)" : "");
 
-    for (int k = K_POLL; k <= K_EXEC; k++) {
-        if (val[k] && origin[k] >= p->choices[K_LOOP].origin) {
-            rc = set_choice(p, k, val[k], origin[k], origin_text[k]);
-        } else {
-            const char *v = family_defaults[k];
-            if (k == K_POLL)
-                for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
-                    if (strcmp(preset, presets[i].name) == 0)
-                        v = presets[i].poll;
-            rc = set_choice(p, k, v, AEV_ORIGIN_PRESET, preset_text);
-        }
+    /* poll: the preset speaks for it, so a stronger preset beats a weaker poll setting
+     * (AEV_LOOP=proactor wins over a config's poll = epoll); on a tie the family wins. */
+    if (val[K_POLL] && origin[K_POLL] >= p->choices[K_LOOP].origin) {
+        rc = set_choice(p, K_POLL, val[K_POLL], origin[K_POLL], origin_text[K_POLL]);
+    } else {
+        const char *v = presets[0].poll;
+        for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+            if (strcmp(preset, presets[i].name) == 0)
+                v = presets[i].poll;
+        rc = set_choice(p, K_POLL, v, AEV_ORIGIN_PRESET, preset_text);
+    }
+    if (rc < 0)
+        goto fail;
+    /* the other families are the same in every preset: only their own settings count */
+    for (int k = K_TLS; k <= K_EXEC; k++) {
+        rc = val[k] ? set_choice(p, k, val[k], origin[k], origin_text[k])
+                    : set_choice(p, k, family_defaults[k], AEV_ORIGIN_DEFAULT, "default");
         if (rc < 0)
             goto fail;
     }

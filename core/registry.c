@@ -63,9 +63,11 @@ static int check_descriptor(const aev_plugin_descriptor_t *d, int family, const 
                  AEV_PLUGIN_ABI_MINOR);
         return -1;
     }
-    if (d->struct_size < sizeof(aev_plugin_descriptor_t)) {
+    /* The descriptor's size for each minor of this major (append-only: grows with the minor). */
+    static const size_t size_of_minor[AEV_PLUGIN_ABI_MINOR + 1] = {sizeof(aev_plugin_descriptor_t)};
+    if (d->struct_size < size_of_minor[d->abi_minor]) {
         snprintf(why, size, "descriptor struct_size %u is smaller than the %zu bytes of ABI %u.%u",
-                 d->struct_size, sizeof(aev_plugin_descriptor_t), d->abi_major, d->abi_minor);
+                 d->struct_size, size_of_minor[d->abi_minor], d->abi_major, d->abi_minor);
         return -1;
     }
     if (!aev_family_name((int)d->family)) {
@@ -83,10 +85,6 @@ static int check_descriptor(const aev_plugin_descriptor_t *d, int family, const 
     }
     if (strcmp(d->name, name) != 0) {
         snprintf(why, size, "descriptor name \"%.64s\" differs from the file name's \"%s\"", d->name, name);
-        return -1;
-    }
-    if (!d->version) {
-        snprintf(why, size, "descriptor version is missing");
         return -1;
     }
     if (!d->init) {
@@ -372,7 +370,7 @@ static int visit_one(const aev_policy_t *policy, const char *path, const char *f
             rc = activate(path, d, family, name, &p, why, sizeof why);
             if (rc == 0 || rc == AEV_EPLUGIN_PROBE || check_descriptor(d, family, name, why, 0) == 0) {
                 info.name = d->name;
-                info.version = d->version;
+                info.version = d->version ? d->version : "";
                 info.description = d->description ? d->description : "";
                 info.caps = d->caps;
                 info.priority = d->priority;

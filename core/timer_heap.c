@@ -1,98 +1,132 @@
 /* libaev core - the timer heap: a 4-ary min-heap of (when, handle) entries.
+ *
+ * Layout: as in libev's 4-heap, the root sits at index HEAP0 = 3 of a 64-byte
+ * aligned array, so the four children of a node (16-byte entries) share one
+ * cache line. Entries carry their own copy of `when`, so sifting touches only
+ * the array. Popping moves the hole down to a leaf along the smaller children
+ * and then lifts the last entry into it (fewer comparisons than sifting the
+ * last entry down from the root).
+ *
  * Cancelled timers stay in the heap (their handle is flagged) and are dropped
  * when they reach the top, or all at once by aev__timer_heap_compact() when
- * they make up more than half of the heap, as CPython does. Entries carry
- * their own copy of `when` so that sifting touches only the heap array. */
+ * they make up more than half of the heap, as CPython does. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "loop_internal.h"
 
-#define D 4
+#ifndef AEV__HEAP_D
+#define AEV__HEAP_D 4
+#endif
+#define D AEV__HEAP_D
+#define HEAP0 (D - 1)
+#define PARENT(p) (((p) - HEAP0 - 1) / D + HEAP0) /* for p > HEAP0 */
+#define FIRST_CHILD(p) (D * ((p) - HEAP0) + HEAP0 + 1)
 
-static void sift_up(aev__timer_entry_t *e, size_t i)
+static void sift_up(aev__timer_entry_t *e, size_t p, aev__timer_entry_t x)
 {
-    aev__timer_entry_t x = e[i];
-    while (i > 0) {
-        size_t parent = (i - 1) / D;
+    while (p > HEAP0) {
+        size_t parent = PARENT(p);
         if (e[parent].when <= x.when)
             break;
-        e[i] = e[parent];
-        i = parent;
+        e[p] = e[parent];
+        p = parent;
     }
-    e[i] = x;
+    e[p] = x;
 }
 
-static void sift_down(aev__timer_entry_t *e, size_t len, size_t i)
+/* Sifts x down from position p; end is one past the last used position. */
+static void sift_down(aev__timer_entry_t *e, size_t end, size_t p, aev__timer_entry_t x)
 {
-    aev__timer_entry_t x = e[i];
     for (;;) {
-        size_t first = i * D + 1;
-        if (first >= len)
+        size_t c = FIRST_CHILD(p);
+        if (c >= end)
             break;
-        size_t best = first;
-        size_t last = first + D < len ? first + D : len;
-        for (size_t c = first + 1; c < last; c++)
-            if (e[c].when < e[best].when)
-                best = c;
+        size_t best = c;
+        size_t stop = c + D <= end ? c + D : end;
+        for (size_t k = c + 1; k < stop; k++)
+            if (e[k].when < e[best].when)
+                best = k;
         if (e[best].when >= x.when)
             break;
-        e[i] = e[best];
-        i = best;
+        e[p] = e[best];
+        p = best;
     }
-    e[i] = x;
+    e[p] = x;
 }
 
 int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h)
 {
     if (heap->len == heap->cap) {
         size_t cap = heap->cap ? heap->cap * 2 : 64;
-        aev__timer_entry_t *n = realloc(heap->entries, cap * sizeof *n);
+        aev__timer_entry_t *n = aligned_alloc(D * sizeof *n, (cap + HEAP0 + 1) * sizeof *n);
         if (!n)
             return -ENOMEM;
+        if (heap->entries) {
+            memcpy(n + HEAP0, heap->entries + HEAP0, heap->len * sizeof *n);
+            free(heap->entries);
+        }
         heap->entries = n;
         heap->cap = cap;
     }
-    heap->entries[heap->len].when = when;
-    heap->entries[heap->len].handle = h;
-    sift_up(heap->entries, heap->len++);
+    aev__timer_entry_t x = {.when = when, .handle = h};
+    sift_up(heap->entries, HEAP0 + heap->len++, x);
     return 0;
 }
 
 aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap)
 {
-    aev_handle_t *top = heap->entries[0].handle;
-    if (--heap->len > 0) {
-        heap->entries[0] = heap->entries[heap->len];
-        sift_down(heap->entries, heap->len, 0);
+    aev__timer_entry_t *e = heap->entries;
+    aev_handle_t *top = e[HEAP0].handle;
+    size_t end = HEAP0 + --heap->len;
+    if (heap->len == 0)
+        return top;
+    aev__timer_entry_t last = e[end];
+    /* Move the hole at the root down to a leaf, then lift `last` into it. */
+    size_t p = HEAP0;
+    for (;;) {
+        size_t c = FIRST_CHILD(p);
+        if (c >= end)
+            break;
+        size_t best = c;
+        size_t stop = c + D <= end ? c + D : end;
+        for (size_t k = c + 1; k < stop; k++)
+            if (e[k].when < e[best].when)
+                best = k;
+        e[p] = e[best];
+        p = best;
     }
+    sift_up(e, p, last);
     return top;
 }
 
 void aev__timer_heap_compact(aev__timer_heap_t *heap)
 {
-    size_t j = 0;
-    for (size_t i = 0; i < heap->len; i++) {
-        aev_handle_t *h = heap->entries[i].handle;
+    aev__timer_entry_t *e = heap->entries;
+    size_t j = HEAP0;
+    for (size_t i = HEAP0; i < HEAP0 + heap->len; i++) {
+        aev_handle_t *h = e[i].handle;
         if (h->flags & AEV__H_CANCELLED) {
             h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
             aev__handle_unref_fast(h);
         } else {
-            heap->entries[j++] = heap->entries[i];
+            e[j++] = e[i];
         }
     }
-    heap->len = j;
+    heap->len = j - HEAP0;
     heap->cancelled = 0;
-    if (j > 1)
-        for (size_t i = (j - 2) / D + 1; i-- > 0;)
-            sift_down(heap->entries, j, i);
+    /* Floyd's heap construction, from the last parent up. */
+    if (heap->len > 1)
+        for (size_t p = PARENT(j - 1) + 1; p-- > HEAP0;)
+            sift_down(e, j, p, e[p]);
 }
 
 void aev__timer_heap_clear(aev__timer_heap_t *heap)
 {
     /* Handles may release other objects: take entries out before unref. */
     while (heap->len > 0) {
-        aev_handle_t *h = heap->entries[--heap->len].handle;
+        aev_handle_t *h = heap->entries[HEAP0 + --heap->len].handle;
         h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
         aev__handle_unref_fast(h);
     }
@@ -104,4 +138,9 @@ void aev__timer_heap_free(aev__timer_heap_t *heap)
     free(heap->entries);
     heap->entries = NULL;
     heap->len = heap->cap = 0;
+}
+
+aev__timer_entry_t *aev__timer_heap_top(aev__timer_heap_t *heap)
+{
+    return &heap->entries[HEAP0];
 }

@@ -25,6 +25,9 @@
  *
  * usage: display_date [--seconds N]     (default 5; N may be fractional)
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* clock_gettime, localtime_r */
+#endif
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -43,8 +46,9 @@ struct display_state {
 static void report(const char *what, int rc)
 {
     const char *detail = aev_error_detail();
-    fprintf(stderr, "display_date: %s: %s (%s)%s%s\n", what, aev_strerror(rc), aev_err_name(rc),
-            *detail ? ": " : "", detail);
+    size_t len = strlen(detail);
+    fprintf(stderr, "display_date: %s: %s (%s)%s%s%s", what, aev_strerror(rc), aev_err_name(rc),
+            len ? ": " : "", detail, len && detail[len - 1] == '\n' ? "" : "\n");
 }
 
 /* Prints the local time as Python's str(datetime.datetime.now()) does:

@@ -20,6 +20,7 @@
  * usage: hello_world
  */
 #include <stdio.h>
+#include <string.h>
 
 #include <aev/aev.h>
 
@@ -28,8 +29,9 @@
 static void report(const char *what, int rc)
 {
     const char *detail = aev_error_detail();
-    fprintf(stderr, "hello_world: %s: %s (%s)%s%s\n", what, aev_strerror(rc), aev_err_name(rc),
-            *detail ? ": " : "", detail);
+    size_t len = strlen(detail);
+    fprintf(stderr, "hello_world: %s: %s (%s)%s%s%s", what, aev_strerror(rc), aev_err_name(rc),
+            len ? ": " : "", detail, len && detail[len - 1] == '\n' ? "" : "\n");
 }
 
 /* A callback to print 'Hello World' and stop the event loop. */

@@ -29,6 +29,9 @@
  *
  * usage: watch_fd
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL */
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,8 +49,9 @@ struct watch_state {
 static void report(const char *what, int rc)
 {
     const char *detail = aev_error_detail();
-    fprintf(stderr, "watch_fd: %s: %s (%s)%s%s\n", what, aev_strerror(rc), aev_err_name(rc),
-            *detail ? ": " : "", detail);
+    size_t len = strlen(detail);
+    fprintf(stderr, "watch_fd: %s: %s (%s)%s%s%s", what, aev_strerror(rc), aev_err_name(rc),
+            len ? ": " : "", detail, len && detail[len - 1] == '\n' ? "" : "\n");
 }
 
 /* Records the first error and stops the loop: with the reader gone or the

@@ -70,7 +70,7 @@ typedef struct aev_plugin_descriptor {
     uint32_t struct_size;  /* sizeof(aev_plugin_descriptor_t) as the plugin knows it */
     uint32_t family;       /* enum aev_plugin_family */
     const char *name;      /* "epoll": [a-z0-9_]+, equal to the <name> in the file name */
-    const char *version;   /* the plugin's own version, free text */
+    const char *version;   /* the plugin's own version, free text (may be NULL) */
     const char *description;
     int32_t priority;      /* order among candidates of one family in a preset (higher first) */
     uint32_t caps;         /* family capability flags (AEV_POLL_CAP_* ...) */
@@ -93,8 +93,16 @@ struct aev_host {
     void *(*realloc)(void *ptr, size_t size);
     void (*free)(void *ptr);
     /* diagnostics: log through the core's sink; leave a detail for aev_error_detail() */
-    void (*log)(int level, const char *origin, const char *fmt, ...);
-    void (*set_error_detail)(const char *fmt, ...);
+    void (*log)(int level, const char *origin, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+    void (*set_error_detail)(const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 1, 2)))
+#endif
+        ;
     /* plugin options: `key` in the config section [<family>.<name>], or NULL */
     const char *(*option)(const aev_plugin_context_t *ctx, const char *key);
     /* loop services, same contracts as the public functions of the same names */

@@ -47,13 +47,28 @@ START_TEST(test_builtin_defaults)
     ck_assert_ptr_null(aev_policy_get(p, "nosuch"));
     check(p, "loop", "selector", AEV_ORIGIN_DEFAULT, "default");
     check(p, "poll", "epoll,poll,select", AEV_ORIGIN_PRESET, "preset selector (default)");
-    check(p, "tls", "openssl", AEV_ORIGIN_DEFAULT, "default");
-    check(p, "dns", "system", AEV_ORIGIN_DEFAULT, "default");
-    check(p, "proc", "posix", AEV_ORIGIN_DEFAULT, "default");
-    check(p, "exec", "threads", AEV_ORIGIN_DEFAULT, "default");
     check(p, "debug", "0", AEV_ORIGIN_DEFAULT, "default");
     ck_assert_ptr_null(aev_policy_config_file(p, 0));
     aev_policy_free(p);
+}
+END_TEST
+
+/* The families a preset says nothing about (every preset uses the same ones) keep their
+ * built-in defaults, with origin "default", whatever the preset and wherever it came from. */
+START_TEST(test_other_family_defaults)
+{
+    static const char *const presets[] = {NULL, "selector", "proactor", "auto"};
+    for (int i = 0; i < 4; i++) {
+        aev_policy_t *p;
+        if (presets[i])
+            setenv("AEV_LOOP", presets[i], 1);
+        p = resolve(NULL);
+        check(p, "tls", "openssl", AEV_ORIGIN_DEFAULT, "default");
+        check(p, "dns", "system", AEV_ORIGIN_DEFAULT, "default");
+        check(p, "proc", "posix", AEV_ORIGIN_DEFAULT, "default");
+        check(p, "exec", "threads", AEV_ORIGIN_DEFAULT, "default");
+        aev_policy_free(p);
+    }
 }
 END_TEST
 
@@ -65,7 +80,6 @@ START_TEST(test_presets_from_env)
     p = resolve(NULL);
     check(p, "loop", "proactor", AEV_ORIGIN_ENV, "env AEV_LOOP");
     check(p, "poll", "io_uring", AEV_ORIGIN_PRESET, "preset proactor");
-    check(p, "tls", "openssl", AEV_ORIGIN_DEFAULT, "default");
     aev_policy_free(p);
 
     setenv("AEV_LOOP", "auto", 1);
@@ -139,7 +153,6 @@ START_TEST(test_config_origin)
     check(p, "tls", "faketls", AEV_ORIGIN_CONFIG, th_fmt("config %s:7", conf));
     check(p, "dns", "c_ares", AEV_ORIGIN_CONFIG, th_fmt("config %s:8", conf));
     check(p, "debug", "1", AEV_ORIGIN_CONFIG, th_fmt("config %s:9", conf));
-    check(p, "proc", "posix", AEV_ORIGIN_DEFAULT, "default");
     ck_assert_str_eq(aev_policy_config_file(p, 0), conf);
     ck_assert_ptr_null(aev_policy_config_file(p, 1));
     aev_policy_free(p);
@@ -158,13 +171,14 @@ START_TEST(test_precedence_ladder)
     check(p, "poll", "select", AEV_ORIGIN_CONFIG, th_fmt("config %s:5", conf));
     aev_policy_free(p);
 
-    /* env beats config */
+    /* env beats config, key by key (the preset interplay is test_preset_*) */
     setenv("AEV_POLL", "poll", 1);
-    setenv("AEV_LOOP", "proactor", 1);
+    setenv("AEV_DNS", "envdns", 1);
     setenv("AEV_DEBUG", "0", 1);
     p = resolve(NULL);
     check(p, "poll", "poll", AEV_ORIGIN_ENV, "env AEV_POLL");
-    check(p, "loop", "proactor", AEV_ORIGIN_ENV, "env AEV_LOOP");
+    check(p, "dns", "envdns", AEV_ORIGIN_ENV, "env AEV_DNS");
+    check(p, "loop", "auto", AEV_ORIGIN_CONFIG, th_fmt("config %s:6", conf));
     check(p, "tls", "faketls", AEV_ORIGIN_CONFIG, th_fmt("config %s:7", conf));
     check(p, "debug", "0", AEV_ORIGIN_ENV, "env AEV_DEBUG");
     aev_policy_free(p);
@@ -176,9 +190,17 @@ START_TEST(test_precedence_ladder)
     p = resolve(&opts);
     check(p, "poll", "epoll", AEV_ORIGIN_ARGUMENT, "argument");
     check(p, "tls", "othertls", AEV_ORIGIN_ARGUMENT, "argument");
-    check(p, "loop", "proactor", AEV_ORIGIN_ENV, "env AEV_LOOP");
+    check(p, "dns", "envdns", AEV_ORIGIN_ENV, "env AEV_DNS");
+    check(p, "loop", "auto", AEV_ORIGIN_CONFIG, th_fmt("config %s:6", conf));
     check(p, "debug", "1", AEV_ORIGIN_ARGUMENT, "argument");
     aev_policy_free(p);
+
+    setenv("AEV_LOOP", "selector", 1);
+    opts.loop = "proactor";
+    p = resolve(&opts);
+    check(p, "loop", "proactor", AEV_ORIGIN_ARGUMENT, "argument");
+    aev_policy_free(p);
+    opts.loop = NULL;
 
     opts.debug = -1;
     setenv("AEV_DEBUG", "1", 1);
@@ -190,23 +212,41 @@ END_TEST
 
 START_TEST(test_preset_is_below_family_settings)
 {
-    /* A preset from a stronger source does not override a family set by a weaker one:
-     * the preset only stands for the families nobody named. */
+    /* The preset speaks for the poll family only: a preset from a stronger source
+     * (argument, env) replaces a poll list named by a weaker one (config), while
+     * tls/dns/proc/exec keep what any source named, since every preset agrees on them.
+     * When one source names both the preset and poll, poll wins. */
     const char *conf = write_config();
     aev_loop_options_t opts = {0};
     aev_policy_t *p;
 
     setenv("AEV_CONFIG", conf, 1);
-    opts.loop = "proactor";
-    p = resolve(&opts);
-    check(p, "loop", "proactor", AEV_ORIGIN_ARGUMENT, "argument");
-    check(p, "poll", "select", AEV_ORIGIN_CONFIG, th_fmt("config %s:5", conf));
+
+    setenv("AEV_LOOP", "proactor", 1); /* env preset vs config families */
+    p = resolve(NULL);
+    check(p, "loop", "proactor", AEV_ORIGIN_ENV, "env AEV_LOOP");
+    check(p, "poll", "io_uring", AEV_ORIGIN_PRESET, "preset proactor");
+    check(p, "tls", "faketls", AEV_ORIGIN_CONFIG, th_fmt("config %s:7", conf));
     aev_policy_free(p);
 
-    unsetenv("AEV_CONFIG");
+    opts.loop = "proactor"; /* argument preset vs config families */
+    p = resolve(&opts);
+    check(p, "loop", "proactor", AEV_ORIGIN_ARGUMENT, "argument");
+    check(p, "poll", "io_uring", AEV_ORIGIN_PRESET, "preset proactor");
+    check(p, "dns", "c_ares", AEV_ORIGIN_CONFIG, th_fmt("config %s:8", conf));
+    aev_policy_free(p);
+
+    unsetenv("AEV_CONFIG"); /* argument preset vs env family */
     setenv("AEV_POLL", "poll", 1);
     p = resolve(&opts);
-    check(p, "poll", "poll", AEV_ORIGIN_ENV, "env AEV_POLL");
+    check(p, "poll", "io_uring", AEV_ORIGIN_PRESET, "preset proactor");
+    aev_policy_free(p);
+
+    unsetenv("AEV_LOOP"); /* same source names both: poll wins */
+    opts.poll = "select";
+    p = resolve(&opts);
+    check(p, "loop", "proactor", AEV_ORIGIN_ARGUMENT, "argument");
+    check(p, "poll", "select", AEV_ORIGIN_ARGUMENT, "argument");
     aev_policy_free(p);
 }
 END_TEST
@@ -247,12 +287,14 @@ START_TEST(test_loop_follows_policy)
     setenv("AEV_POLL", "fake", 1);
     ck_assert_aev_rc(aev_loop_new(NULL, &loop), 0);
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "fake");
+    aev_loop_close(loop);
     aev_loop_free(loop);
 
     setenv("AEV_POLL", "nosuch", 1);
     opts.poll = "fake";
     ck_assert_aev_rc(aev_loop_new(&opts, &loop), 0);
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "fake");
+    aev_loop_close(loop);
     aev_loop_free(loop);
 }
 END_TEST
@@ -274,6 +316,7 @@ static Suite *policy_suite(void)
     Suite *s = suite_create("policy");
     TCase *tc = th_tcase("policy");
     tcase_add_test(tc, test_builtin_defaults);
+    tcase_add_test(tc, test_other_family_defaults);
     tcase_add_test(tc, test_presets_from_env);
     tcase_add_test(tc, test_preset_from_argument);
     tcase_add_test(tc, test_env_per_family);

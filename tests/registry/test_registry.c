@@ -55,6 +55,7 @@ static int try_loop(const char *poll, const char **chosen)
         const char *n = aev_loop_plugin_name(loop, "poll");
         *chosen = n ? th_fmt("%s", n) : NULL;
     }
+    aev_loop_close(loop);
     aev_loop_free(loop);
     return rc;
 }
@@ -111,6 +112,7 @@ START_TEST(test_fake_engine_runs_a_loop)
     ck_assert_aev_rc(aev_loop_run_forever(loop), 0);
     ck_assert_int_eq(st.read_ok, 1);
     ck_assert_int_eq(st.timer_ok, 1);
+    aev_loop_close(loop);
     aev_loop_free(loop);
     close(st.fds[0]);
     close(st.fds[1]);
@@ -156,6 +158,7 @@ START_TEST(test_fake_engine_wakes_up)
     pthread_join(t, NULL);
     ck_assert_int_eq(ws.woken, 1);
     ck_assert_msg(elapsed < 5.0, "the wake-up took %.3f s", elapsed);
+    aev_loop_close(ws.loop);
     aev_loop_free(ws.loop);
 }
 END_TEST
@@ -250,6 +253,7 @@ START_TEST(test_auto_skips_failing_probe)
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "epoll");
     ck_assert_aev_rc(aev_loop_call_soon(loop, on_safety, NULL, NULL), 0);
     ck_assert_aev_rc(aev_loop_run_forever(loop), 0);
+    aev_loop_close(loop);
     aev_loop_free(loop);
 }
 END_TEST
@@ -356,6 +360,7 @@ START_TEST(test_first_dir_wins)
     ck_assert_aev_rc(aev_loop_new(&opts, &loop), 0);
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "select");
     ck_assert_str_contains(th_log_text(), "shadow select created");
+    aev_loop_close(loop);
     aev_loop_free(loop);
 }
 END_TEST
@@ -370,6 +375,7 @@ START_TEST(test_later_dir_not_opened_when_earlier_wins)
     opts.poll = "fake,boom";
     ck_assert_aev_rc(aev_loop_new(&opts, &loop), 0);
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "fake");
+    aev_loop_close(loop);
     aev_loop_free(loop);
 }
 END_TEST

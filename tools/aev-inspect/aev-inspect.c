@@ -27,7 +27,7 @@
  *       one of:
  *         usable                      the descriptor is valid and the probe passed
  *         excluded by config          [plugins] exclude names it; it was not opened
- *         probe failed: <reason>      valid, but cannot run here (AEV_EPLUGIN_PROBE)
+ *         cannot run here: <reason>   valid, but its probe failed (AEV_EPLUGIN_PROBE)
  *         refused: <reason>           the core refused it (bad ABI, malformed, ...)
  *       An unreadable descriptor shows "?" for family and name.
  *
@@ -148,7 +148,7 @@ static int print_plugin(const aev_plugin_info_t *info, void *userdata)
         const char *reason = (info->reason != NULL && *info->reason != '\0')
                                  ? info->reason
                                  : aev_strerror(info->status);
-        fputs(info->status == AEV_EPLUGIN_PROBE ? "probe failed: " : "refused: ", stdout);
+        fputs(info->status == AEV_EPLUGIN_PROBE ? "cannot run here: " : "refused: ", stdout);
         field(reason);
     }
     fputc('\n', stdout);
@@ -240,9 +240,11 @@ static int try_loop(const aev_loop_options_t *opts)
         rc = aev_loop_run_forever(loop);
     if (rc < 0) {
         print_failure(rc);
+        aev_loop_close(loop);
         aev_loop_free(loop);
         return 1;
     }
+    aev_loop_close(loop);
     aev_loop_free(loop);
     puts("try\tok");
     return 0;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# scripts/test.sh - install what is missing, then run the whole test suite:
+#   1. a normal build (-Werror) and every test (conformance on every plugin set,
+#      registry/policy, examples);
+#   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the same under ThreadSanitizer (threads meet the loop in call_soon_threadsafe);
+#   4. the same under valgrind memcheck.
+# Build directories: build-test, build-asan, build-tsan (reused when present).
+# Exits non-zero if any step fails. Set AEV_TEST_QUICK=1 to run step 1 only.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/deps.sh
+aev_install_packages "${AEV_BUILD_PACKAGES[@]}" "${AEV_TEST_PACKAGES[@]}"
+
+jobs=$(nproc)
+step() { echo; echo "=== $*"; }
+
+setup() { # dir, meson options...
+    local dir=$1; shift
+    if [[ ! -f $dir/build.ninja ]]; then
+        meson setup "$dir" "$@" >/dev/null
+    fi
+    ninja -C "$dir" >/dev/null
+}
+
+step "normal build: all tests"
+setup build-test
+meson test -C build-test --num-processes "$jobs" --print-errorlogs
+
+[[ ${AEV_TEST_QUICK:-0} == 1 ]] && exit 0
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer (clang)"
+CC=clang setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    meson test -C build-asan --num-processes "$jobs" --print-errorlogs
+
+step "ThreadSanitizer (clang)"
+CC=clang setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    meson test -C build-tsan --num-processes "$jobs" --print-errorlogs
+
+step "valgrind memcheck"
+meson test -C build-test --setup valgrind --num-processes "$jobs" --print-errorlogs
+
+echo
+echo "all test steps passed"
