@@ -31,6 +31,21 @@ struct aev_context {
 
 AEV__TLS aev_context_t *aev__thread_context;
 
+/* A thread's own context is released when the thread exits. */
+static pthread_key_t thread_context_key;
+static pthread_once_t thread_context_once = PTHREAD_ONCE_INIT;
+
+static void thread_context_release(void *ctx)
+{
+    aev__thread_context = NULL;
+    aev_context_unref(ctx);
+}
+
+static void thread_context_key_create(void)
+{
+    (void)pthread_key_create(&thread_context_key, thread_context_release);
+}
+
 aev_context_var_t *aev_context_var_new(const char *name, void *default_value)
 {
     aev_context_var_t *v = calloc(1, sizeof *v);
@@ -195,6 +210,10 @@ int aev_context_var_set(aev_context_var_t *var, void *value)
             rl->cur_ctx = rl->current_handle ? rl->current_handle->context : *slot;
         if (rl && !rl->current_handle)
             rl->base_ctx = *slot;
+        if (slot == &aev__thread_context) {
+            pthread_once(&thread_context_once, thread_context_key_create);
+            (void)pthread_setspecific(thread_context_key, *slot);
+        }
     }
     return aev_context_set(*slot, var, value);
 }

@@ -11,7 +11,7 @@
 #define AEV__HANDLE_CHUNK 256
 
 struct aev__handle_chunk {
-    aev_handle_t handles[AEV__HANDLE_CHUNK];
+    _Alignas(64) aev_handle_t handles[AEV__HANDLE_CHUNK]; /* sizeof: a multiple of 64 */
     struct aev__handle_chunk *next;
 };
 _Static_assert(sizeof(aev_handle_t) == 64, "a handle fills one cache line");

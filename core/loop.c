@@ -17,6 +17,9 @@
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
+#ifndef AEV__PREFETCH_AHEAD
+#define AEV__PREFETCH_AHEAD 8
+#endif
 
 AEV__TLS aev_loop_t *aev__running_loop;
 
@@ -275,7 +278,12 @@ static int64_t poll_timeout_ns(aev_loop_t *loop, double now)
 
 static void run_once(aev_loop_t *loop)
 {
-    if (atomic_load_explicit(&loop->ts_count, memory_order_acquire))
+    /* Re-arm wake-ups, then look at the queue (seq_cst on both sides: either we
+     * see a call queued after this point, or its thread sees wake_pending == 0
+     * and wakes the poll below). */
+    if (atomic_load_explicit(&loop->wake_pending, memory_order_relaxed))
+        atomic_store_explicit(&loop->wake_pending, 0, memory_order_seq_cst);
+    if (atomic_load_explicit(&loop->ts_count, memory_order_seq_cst))
         aev__ts_drain(loop);
 
     aev__timer_heap_t *timers = &loop->timers;
@@ -324,6 +332,9 @@ static void run_once(aev_loop_t *loop)
     /* Run what is ready now; callbacks scheduled meanwhile wait for the next iteration. */
     uint32_t ntodo = loop->ready_tail - loop->ready_head;
     while (ntodo-- > 0) {
+        /* Handles queued long ago are out of cache: fetch a few ahead. */
+        if (ntodo > AEV__PREFETCH_AHEAD)
+            __builtin_prefetch(loop->ready[(loop->ready_head + AEV__PREFETCH_AHEAD) & loop->ready_mask], 1);
         aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
         if (AEV__LIKELY(!(aev__handle_flags(h) & AEV__H_CANCELLED)))
             run_handle(loop, h);

@@ -1,7 +1,8 @@
 /* libaev core - call_soon_threadsafe: a mutex-protected queue that the loop
- * moves into its ready queue at the start of each iteration, and one wake-up
- * of the engine per batch of calls (wake_pending is cleared by the loop before
- * it drains, so a call that misses a drain always wakes the next wait). */
+ * moves into its ready queue at the start of each iteration, and at most one
+ * wake-up of the engine per loop iteration: a caller wakes the engine only if
+ * it flips wake_pending from 0 to 1; the loop clears wake_pending at the start
+ * of each iteration, before it looks at the queue (see run_once in loop.c). */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -50,7 +51,7 @@ static int call_soon_threadsafe(aev_loop_t *loop, const aev_call_options_t *opts
     pthread_mutex_lock(&loop->ts_lock);
     int rc = loop->closed ? AEV_ECLOSED : ts_push(loop, h);
     if (rc == 0)
-        atomic_fetch_add_explicit(&loop->ts_count, 1, memory_order_release);
+        atomic_fetch_add_explicit(&loop->ts_count, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&loop->ts_lock);
     if (rc < 0) {
         if (h->context)
@@ -58,7 +59,7 @@ static int call_soon_threadsafe(aev_loop_t *loop, const aev_call_options_t *opts
         free(h);
         return rc;
     }
-    if (!atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_acq_rel))
+    if (!atomic_exchange_explicit(&loop->wake_pending, 1, memory_order_seq_cst))
         loop->poll->wake(loop->backend);
     if (handle_out)
         *handle_out = h;
@@ -81,7 +82,6 @@ int aev_loop_call_soon_threadsafe_ex(aev_loop_t *loop, const aev_call_options_t 
  * atomically counted life: see aev__handle_unref_shared). */
 void aev__ts_drain(aev_loop_t *loop)
 {
-    atomic_store_explicit(&loop->wake_pending, 0, memory_order_release);
     pthread_mutex_lock(&loop->ts_lock);
     size_t n = loop->ts_len;
     size_t moved = 0;

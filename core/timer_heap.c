@@ -60,6 +60,7 @@ int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h)
 {
     if (heap->len == heap->cap) {
         size_t cap = heap->cap ? heap->cap * 2 : 64;
+        /* cap is a power of two >= 64, so the size is a multiple of the alignment */
         aev__timer_entry_t *n = aligned_alloc(D * sizeof *n, (cap + HEAP0 + 1) * sizeof *n);
         if (!n)
             return -ENOMEM;

@@ -5,6 +5,9 @@ static int DEFAULT_V, A, B, X, Y, Z, T;
 
 #define V(p) ((void *)&(p))
 
+/* Each test makes a fresh variable, so that values set by an earlier test are invisible
+ * even when Check does not fork (CK_FORK=no, e.g. under valgrind). A variable set in the
+ * thread's current context must outlive it, so most tests do not free theirs. */
 static aev_context_var_t *var;
 
 static void make_var(void)
@@ -70,6 +73,8 @@ START_TEST(test_explicit_contexts)
     aev_context_unref(copy);
     aev_context_unref(empty_copy);
     aev_context_unref(NULL);
+    aev_context_var_free(var); /* set in no live context any more */
+    var = NULL;
 }
 END_TEST
 

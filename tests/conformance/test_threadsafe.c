@@ -66,12 +66,12 @@ START_TEST(test_many_threads_exactly_once_fifo)
     flood.loop_thread = pthread_self();
     /* The loop has no other work: it blocks in its poll while the threads schedule. */
     ck_assert_int_eq(aev_loop_call_soon(flood.loop, start_threads_cb, NULL, NULL), 0);
-    int timed_out = tu_run_guarded(flood.loop, 20.0);
+    int timed_out = tu_run_guarded(flood.loop, 10.0);
     ck_assert_int_eq(flood.started, 1);
     for (int t = 0; t < NTHREADS; t++)
         pthread_join(flood.threads[t], NULL);
     ck_assert_int_eq(flood.sched_errors, 0);
-    ck_assert_msg(!timed_out, "loop not woken: %d of %d callbacks ran in 20 s (per thread: %d %d %d %d)",
+    ck_assert_msg(!timed_out, "loop not woken: %d of %d callbacks ran in 10 s (per thread: %d %d %d %d)",
                   flood.total, NTHREADS * PER_THREAD, flood.count[0], flood.count[1],
                   flood.count[2], flood.count[3]);
     ck_assert_int_eq(flood.total, NTHREADS * PER_THREAD);

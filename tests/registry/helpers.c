@@ -16,12 +16,6 @@
 static char *tmpdirs[TH_MAX_DIRS];
 static int n_tmpdirs;
 
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s != NULL ? s : "");
-    ck_assert_ptr_nonnull(d);
-    return d;
-}
 
 const char *th_getenv(const char *var)
 {
@@ -31,14 +25,59 @@ const char *th_getenv(const char *var)
     return v;
 }
 
+/* ---- the arena ------------------------------------------------------------ */
+
+/* Memory the helpers hand out "until the test ends" (th_fmt strings, th_run
+ * output, th_collect_plugins lists) is kept here and freed by an atexit handler,
+ * so every test process ends with nothing lost: a test that passes or fails
+ * (Check's child exits through exit()) frees it all, and LeakSanitizer and
+ * valgrind memcheck, which look after the atexit handlers ran, see no leak. */
+static void **arena;
+static size_t arena_len, arena_cap;
+static int arena_registered;
+
+static void arena_free(void)
+{
+    for (size_t i = 0; i < arena_len; i++)
+        free(arena[i]);
+    free(arena);
+    arena = NULL;
+    arena_len = arena_cap = 0;
+    arena_registered = 0; /* anything kept after this gets a handler of its own */
+}
+
+/* Takes ownership of p (malloc'd, may be NULL) until the process exits; returns p. */
+static void *arena_keep(void *p)
+{
+    if (p == NULL)
+        return NULL;
+    if (!arena_registered) {
+        ck_assert_int_eq(atexit(arena_free), 0);
+        arena_registered = 1;
+    }
+    if (arena_len == arena_cap) {
+        size_t cap = arena_cap ? arena_cap * 2 : 64;
+        void **n = realloc(arena, cap * sizeof *n);
+        if (n == NULL)
+            free(p);
+        ck_assert_ptr_nonnull(n);
+        arena = n;
+        arena_cap = cap;
+    }
+    arena[arena_len++] = p;
+    return p;
+}
+
 const char *th_fmt(const char *fmt, ...)
 {
     va_list ap;
     char *s = NULL;
+    int r;
     va_start(ap, fmt);
-    ck_assert_int_ge(vasprintf(&s, fmt, ap), 0);
+    r = vasprintf(&s, fmt, ap);
     va_end(ap);
-    return s; /* freed when the forked test process ends */
+    ck_assert_int_ge(r, 0);
+    return arena_keep(s);
 }
 
 void th_env_reset(void)
@@ -166,9 +205,13 @@ const char *th_run(const char *cmdline, int *status)
     ck_assert_msg(p != NULL, "popen %s: %s", cmdline, strerror(errno));
     do {
         if (cap - len < 4096) {
+            char *n;
             cap = cap ? cap * 2 : 8192;
-            out = realloc(out, cap);
-            ck_assert_ptr_nonnull(out);
+            n = realloc(out, cap);
+            if (n == NULL)
+                free(out);
+            ck_assert_ptr_nonnull(n);
+            out = n;
         }
         r = fread(out + len, 1, cap - len - 1, p);
         len += r;
@@ -176,7 +219,7 @@ const char *th_run(const char *cmdline, int *status)
     out[len] = '\0';
     st = pclose(p);
     *status = (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
-    return out;
+    return arena_keep(out);
 }
 
 const char *th_find_line(const char *output, const char *prefix)
@@ -201,17 +244,19 @@ struct collect {
     int n;
 };
 
+/* The strings and the array are kept in the arena (they live until the test ends). */
 static int collect_one(const aev_plugin_info_t *info, void *userdata)
 {
     struct collect *c = userdata;
-    th_plugin_t *p;
-    c->list = realloc(c->list, (size_t)(c->n + 1) * sizeof *c->list);
-    ck_assert_ptr_nonnull(c->list);
+    th_plugin_t *p, *n;
+    n = realloc(c->list, (size_t)(c->n + 1) * sizeof *c->list);
+    ck_assert_ptr_nonnull(n);
+    c->list = n;
     p = &c->list[c->n++];
-    p->path = xstrdup(info->path);
-    p->family = xstrdup(info->family);
-    p->name = xstrdup(info->name);
-    p->reason = xstrdup(info->reason);
+    p->path = (char *)th_fmt("%s", info->path != NULL ? info->path : "");
+    p->family = (char *)th_fmt("%s", info->family != NULL ? info->family : "");
+    p->name = (char *)th_fmt("%s", info->name != NULL ? info->name : "");
+    p->reason = (char *)th_fmt("%s", info->reason != NULL ? info->reason : "");
     p->abi_major = info->abi_major;
     p->abi_minor = info->abi_minor;
     p->status = info->status;
@@ -223,6 +268,7 @@ int th_collect_plugins(const aev_policy_t *policy, th_plugin_t **out)
 {
     struct collect c = {NULL, 0};
     int rc = aev_plugins_foreach(policy, collect_one, &c);
+    arena_keep(c.list);
     ck_assert_msg(rc == 0, "aev_plugins_foreach: %d (%s) %s", rc, aev_err_name(rc),
                   aev_error_detail());
     *out = c.list;

@@ -35,7 +35,10 @@ const char *th_tmpdir(void);
 /* Writes content to dir/rel (creating parent directories); returns the full path. */
 const char *th_write(const char *dir, const char *rel, const char *content);
 
-/* A printf-formatted string that lives until the test ends. */
+/* A printf-formatted string that lives until the test ends.
+ * What the helpers return "until the test ends" (th_fmt, th_write, th_tmpdir,
+ * th_find_line, th_run, th_collect_plugins) is owned by an arena the helpers
+ * free from an atexit handler: callers never free it, and nothing is leaked. */
 const char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Sets AEV_PLUGIN_PATH to the directories given, NULL-terminated, joined by ':'. */
@@ -48,8 +51,8 @@ void th_cleanup(void);
 void th_log_capture(void);
 const char *th_log_text(void);
 
-/* Runs a shell command line, returns its stdout+stderr; *status gets the exit status
- * (-1 if it did not exit normally). */
+/* Runs a shell command line, returns its stdout+stderr (lives until the test ends);
+ * *status gets the exit status (-1 if it did not exit normally). */
 const char *th_run(const char *cmdline, int *status);
 
 /* The record line of aev-inspect output whose first fields equal prefix, or NULL. */
