@@ -43,7 +43,7 @@ int aev_loop_create_future(aev_loop_t *loop, aev_future_t **out)
         return -ENOMEM;
     f->loop = loop;
     f->refs = 1;
-    loop->live_objects++;
+    loop->live_futures++;
     *out = f;
     return 0;
 }
@@ -79,6 +79,7 @@ void aev_future_unref(aev_future_t *f)
         f->destroy(f->value);
     free(f->detail);
     free(f);
+    loop->live_futures--;
     aev__loop_object_released(loop);
 }
 
@@ -108,7 +109,8 @@ static void schedule_callbacks(aev_future_t *f)
             h->context = cbs[i].context;
             cbs[i].context = NULL;
             h->name = cbs[i].name;
-            h->cb.future_cb = cbs[i].cb;
+            h->cb = aev__future_trampoline;
+            h->u.future_cb = cbs[i].cb;
             h->flags |= AEV__H_FUTURE_CB;
             h->aux.future = aev_future_ref(f);
             rc = aev__ready_push(loop, h);
@@ -123,6 +125,13 @@ static void schedule_callbacks(aev_future_t *f)
         aev_context_unref(cbs[i].context);
     }
     free(cbs);
+}
+
+/* Runs a done callback: the handle carries the future and the user's function. */
+int aev__future_trampoline(aev_loop_t *loop, void *arg)
+{
+    aev_handle_t *h = loop->current_handle;
+    return h->u.future_cb(h->aux.future, arg);
 }
 
 static int complete(aev_future_t *f, int state)

@@ -49,13 +49,13 @@ aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, 
     if (loop->free_len == 0 && aev__handle_refill(loop) < 0)
         return NULL;
     aev_handle_t *h = loop->free_stack[--loop->free_len];
-    h->cb.loop_cb = cb;
+    h->cb = cb;
     h->arg = arg;
     h->loop = loop;
     h->aux.future = NULL;
     h->refs = 1;
     h->flags = 0;
-    h->when = -1.0;
+    h->u.when = -1.0;
     if (AEV__UNLIKELY(opts != NULL)) {
         h->name = opts->name;
         h->context = opts->context ? aev_context_ref(opts->context) : NULL;
@@ -68,7 +68,6 @@ aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, 
         aev_context_t *cur = aev__context_current_raw();
         h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
     }
-    loop->live_objects++;
     return h;
 }
 
@@ -135,7 +134,7 @@ int aev_handle_is_timer(const aev_handle_t *h)
 
 double aev_handle_when(const aev_handle_t *h)
 {
-    return h && (h->flags & AEV__H_TIMER) ? h->when : -1.0;
+    return h && (h->flags & AEV__H_TIMER) ? h->u.when : -1.0;
 }
 
 aev_context_t *aev_handle_get_context(const aev_handle_t *h)
@@ -156,8 +155,8 @@ const char *aev_handle_describe(const aev_handle_t *h, char *buf, size_t size)
         return buf;
     }
     Dl_info info;
-    void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)h->cb.future_cb
-                                              : (void *)(uintptr_t)h->cb.loop_cb;
+    void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)h->u.future_cb
+                                              : (void *)(uintptr_t)h->cb;
     if (dladdr(fn, &info) && info.dli_sname && info.dli_saddr == fn)
         snprintf(buf, size, "%s", info.dli_sname);
     else

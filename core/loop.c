@@ -17,9 +17,7 @@
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
-#ifndef AEV__PREFETCH_AHEAD
-#define AEV__PREFETCH_AHEAD 8
-#endif
+
 
 AEV__TLS aev_loop_t *aev__running_loop;
 
@@ -57,6 +55,7 @@ int aev_loop_new(const aev_loop_options_t *opts, aev_loop_t **out)
     loop->poll_ctx.family = "poll";
     loop->poll_ctx.name = plugin->desc->name;
     loop->debug = aev__policy_debug(policy);
+    loop->slow_calls = loop->debug;
     loop->slow_callback_duration = 0.1;
     loop->poll_interval = 20e-6;
     loop->ready_mask = 255;
@@ -135,21 +134,21 @@ int aev__ready_grow(aev_loop_t *loop)
 
 /* ---- scheduling ------------------------------------------------------------------- */
 
-static inline __attribute__((always_inline)) int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb, void *arg,
+static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb, void *arg,
                      aev_handle_t **handle_out)
 {
     if (handle_out)
         *handle_out = NULL;
-    if (AEV__UNLIKELY(!loop || !cb))
+    if (!loop || !cb)
         return -EINVAL;
     int rc = aev__check_usable(loop);
-    if (AEV__UNLIKELY(rc < 0))
+    if (rc < 0)
         return rc;
     aev_handle_t *h = opts ? aev__handle_new(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
-    if (AEV__UNLIKELY(!h))
+    if (!h)
         return -ENOMEM;
     rc = aev__ready_push(loop, h);
-    if (AEV__UNLIKELY(rc < 0)) {
+    if (rc < 0) {
         aev__handle_unref_fast(h);
         return rc;
     }
@@ -160,9 +159,23 @@ static inline __attribute__((always_inline)) int call_soon(aev_loop_t *loop, con
     return 0;
 }
 
+/* The hot path: no options, no handle wanted, loop open and not in debug mode,
+ * a free handle and room in the ready queue; everything else goes to call_soon(). */
 int aev_loop_call_soon(aev_loop_t *loop, aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
 {
-    return call_soon(loop, NULL, cb, arg, handle_out);
+    if (AEV__UNLIKELY(!loop || !cb || handle_out || loop->slow_calls || loop->free_len == 0 ||
+                      loop->ready_tail - loop->ready_head > loop->ready_mask))
+        return call_soon(loop, NULL, cb, arg, handle_out);
+    aev_handle_t *h = loop->free_stack[--loop->free_len];
+    h->cb = cb;
+    h->arg = arg;
+    h->refs = 1;
+    h->flags = 0;
+    h->name = NULL;
+    aev_context_t *cur = AEV__LIKELY(aev__running_loop == loop) ? loop->cur_ctx : aev__context_current_raw();
+    h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
+    loop->ready[loop->ready_tail++ & loop->ready_mask] = h;
+    return 0;
 }
 
 int aev_loop_call_soon_ex(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
@@ -185,7 +198,7 @@ static int call_at(aev_loop_t *loop, double when, const aev_call_options_t *opts
     if (AEV__UNLIKELY(!h))
         return -ENOMEM;
     h->flags |= AEV__H_TIMER | AEV__H_IN_HEAP;
-    h->when = when;
+    h->u.when = when;
     rc = aev__timer_heap_push(&loop->timers, when, h);
     if (rc < 0) {
         h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
@@ -235,27 +248,48 @@ double aev_loop_time(const aev_loop_t *loop)
 
 /* ---- running ---------------------------------------------------------------------- */
 
-static inline void run_handle(aev_loop_t *loop, aev_handle_t *h)
+/* Runs one callback in debug mode: timed, and logged when slow. */
+static void run_handle_debug(aev_loop_t *loop, aev_handle_t *h)
 {
-    int rc;
     loop->current_handle = h;
     loop->cur_ctx = h->context;
-    if (AEV__UNLIKELY(loop->debug)) {
-        double t0 = aev__now();
-        rc = (h->flags & AEV__H_FUTURE_CB) ? h->cb.future_cb(h->aux.future, h->arg)
-                                            : h->cb.loop_cb(loop, h->arg);
-        double took = aev__now() - t0;
-        if (took >= loop->slow_callback_duration) {
-            char name[256];
-            aev_log(AEV_LOG_WARNING, "aev", "Executing %s took %.3f seconds",
-                    aev_handle_describe(h, name, sizeof name), took);
-        }
-    } else {
-        rc = (h->flags & AEV__H_FUTURE_CB) ? h->cb.future_cb(h->aux.future, h->arg)
-                                            : h->cb.loop_cb(loop, h->arg);
+    double t0 = aev__now();
+    int rc = h->cb(loop, h->arg);
+    double took = aev__now() - t0;
+    if (took >= loop->slow_callback_duration) {
+        char name[256];
+        aev_log(AEV_LOG_WARNING, "aev", "Executing %s took %.3f seconds",
+                aev_handle_describe(h, name, sizeof name), took);
     }
-    if (AEV__UNLIKELY(rc < 0))
+    if (rc < 0)
         aev__report_callback_error(loop, h, rc);
+}
+
+/* Runs the callbacks that are ready now; what they schedule waits for the next
+ * iteration. The loop cannot be freed while it runs, so releasing a handle here
+ * never has to check for a pending aev_loop_free(). */
+static void run_ready(aev_loop_t *loop)
+{
+    uint32_t ntodo = loop->ready_tail - loop->ready_head;
+    const int debug = loop->debug;
+    while (ntodo-- > 0) {
+        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
+        if (AEV__LIKELY(!(aev__handle_flags(h) & AEV__H_CANCELLED))) {
+            if (AEV__UNLIKELY(debug)) {
+                run_handle_debug(loop, h);
+            } else {
+                loop->current_handle = h;
+                loop->cur_ctx = h->context;
+                int rc = h->cb(loop, h->arg);
+                if (AEV__UNLIKELY(rc < 0))
+                    aev__report_callback_error(loop, h, rc);
+            }
+        }
+        if (AEV__UNLIKELY((h->flags & (AEV__H_SHARED | AEV__H_FUTURE_CB)) || h->context))
+            aev__handle_unref_fast(h);
+        else if (--h->refs == 0)
+            loop->free_stack[loop->free_len++] = h;
+    }
     loop->current_handle = NULL;
     loop->cur_ctx = loop->base_ctx;
 }
@@ -329,17 +363,7 @@ static void run_once(aev_loop_t *loop)
         }
     }
 
-    /* Run what is ready now; callbacks scheduled meanwhile wait for the next iteration. */
-    uint32_t ntodo = loop->ready_tail - loop->ready_head;
-    while (ntodo-- > 0) {
-        /* Handles queued long ago are out of cache: fetch a few ahead. */
-        if (ntodo > AEV__PREFETCH_AHEAD)
-            __builtin_prefetch(loop->ready[(loop->ready_head + AEV__PREFETCH_AHEAD) & loop->ready_mask], 1);
-        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
-        if (AEV__LIKELY(!(aev__handle_flags(h) & AEV__H_CANCELLED)))
-            run_handle(loop, h);
-        aev__handle_unref_fast(h);
-    }
+    run_ready(loop);
 }
 
 static int run_begin(aev_loop_t *loop)
@@ -442,8 +466,10 @@ int aev_loop_get_debug(const aev_loop_t *loop)
 
 void aev_loop_set_debug(aev_loop_t *loop, int enabled)
 {
-    if (loop)
+    if (loop) {
         loop->debug = enabled ? 1 : 0;
+        loop->slow_calls = loop->debug || loop->closed;
+    }
 }
 
 void aev_loop_set_slow_callback_duration(aev_loop_t *loop, double seconds)
@@ -482,6 +508,7 @@ int aev_loop_close(aev_loop_t *loop)
     /* Refuse threadsafe calls first, then drop everything queued. */
     pthread_mutex_lock(&loop->ts_lock);
     loop->closed = 1;
+    loop->slow_calls = 1;
     pthread_mutex_unlock(&loop->ts_lock);
     aev__ts_discard(loop);
     aev__io_close(loop);
@@ -525,11 +552,11 @@ void aev_loop_free(aev_loop_t *loop)
         aev_log(AEV_LOG_WARNING, "aev", "unclosed event loop %p freed; closing it", (void *)loop);
         aev_loop_close(loop);
     }
-    if (loop->live_objects > 0) {
+    if (aev__loop_live_objects(loop) > 0) {
         /* Handles or futures the application still holds: free when the last goes. */
         if (loop->debug)
             aev_log(AEV_LOG_WARNING, "aev", "loop freed while %zu handles or futures are still referenced",
-                    loop->live_objects);
+                    aev__loop_live_objects(loop));
         loop->free_requested = 1;
         return;
     }

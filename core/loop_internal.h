@@ -29,15 +29,15 @@ enum {
 };
 
 struct aev_handle {
-    union {
-        aev_callback_fn loop_cb;
-        aev_future_callback_fn future_cb;
-    } cb;
+    aev_callback_fn cb; /* for a future's done callback: aev__future_trampoline */
     void *arg;
     aev_loop_t *loop;
     aev_context_t *context;
     const char *name;
-    double when;
+    union {
+        double when;                      /* AEV__H_TIMER */
+        aev_future_callback_fn future_cb; /* AEV__H_FUTURE_CB */
+    } u;
     union {
         aev_future_t *future;   /* AEV__H_FUTURE_CB */
     } aux;
@@ -144,7 +144,8 @@ struct aev_loop {
     int free_requested;
     pthread_t thread;
     double slow_callback_duration;
-    size_t live_objects; /* handles and futures not yet released */
+    size_t live_futures; /* futures not yet released (live handles: allocated - free) */
+    uint32_t slow_calls;  /* non-zero when closed or in debug mode: scheduling takes the full path */
     size_t handles_allocated;
     struct aev__handle_chunk *chunks;
 
@@ -192,9 +193,16 @@ int aev__ready_grow(aev_loop_t *loop);
 int aev__handle_refill(aev_loop_t *loop);
 void aev__loop_destroy(aev_loop_t *loop);
 
+/* Handles and futures not yet released. */
+static inline size_t aev__loop_live_objects(const aev_loop_t *loop)
+{
+    return loop->handles_allocated - loop->free_len + loop->live_futures;
+}
+
+/* After a handle or future went back: a loop freed by the application meanwhile goes now. */
 static inline void aev__loop_object_released_fast(aev_loop_t *loop)
 {
-    if (--loop->live_objects == 0 && AEV__UNLIKELY(loop->free_requested))
+    if (AEV__UNLIKELY(loop->free_requested) && aev__loop_live_objects(loop) == 0)
         aev__loop_destroy(loop);
 }
 
@@ -204,17 +212,14 @@ static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_
     if (AEV__UNLIKELY(loop->free_len == 0) && aev__handle_refill(loop) < 0)
         return NULL;
     aev_handle_t *h = loop->free_stack[--loop->free_len];
-    h->cb.loop_cb = cb;
+    h->cb = cb;
     h->arg = arg;
-    h->aux.future = NULL;
     h->refs = 1;
-    h->flags = 0;
-    h->when = -1.0;
+    h->flags = 0; /* `when` and `aux` are read only under the TIMER / FUTURE_CB flags */
     h->name = NULL;
     aev_loop_t *rl = aev__running_loop;
     aev_context_t *cur = AEV__LIKELY(rl == loop) ? loop->cur_ctx : aev__context_current_raw();
     h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
-    loop->live_objects++;
     return h;
 }
 
@@ -257,6 +262,7 @@ void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
 void aev__future_run_callbacks(aev_future_t *fut);
+int aev__future_trampoline(aev_loop_t *loop, void *arg);
 
 
 

@@ -33,13 +33,13 @@ static int call_soon_threadsafe(aev_loop_t *loop, const aev_call_options_t *opts
     aev_handle_t *h = malloc(sizeof *h);
     if (!h)
         return -ENOMEM;
-    h->cb.loop_cb = cb;
+    h->cb = cb;
     h->arg = arg;
     h->loop = loop;
     h->aux.future = NULL;
     h->refs = handle_out ? 2 : 1;
     h->flags = AEV__H_SHARED;
-    h->when = -1.0;
+    h->u.when = -1.0;
     h->name = opts ? opts->name : NULL;
     if (opts && opts->context) {
         h->context = aev_context_ref(opts->context);
