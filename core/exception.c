@@ -79,6 +79,6 @@ void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc)
         .handle = h,
     };
     if (h->flags & AEV__H_FUTURE_CB)
-        ctx.future = h->aux.future;
+        ctx.future = AEV__EXT(h)->future;
     aev_loop_call_exception_handler(loop, &ctx);
 }

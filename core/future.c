@@ -100,7 +100,7 @@ static void schedule_callbacks(aev_future_t *f)
         int rc = loop->closed ? AEV_ECLOSED : 0;
         aev_handle_t *h = NULL;
         if (rc == 0) {
-            h = aev__handle_new(loop, NULL, (aev_callback_fn)NULL, cbs[i].arg);
+            h = aev__handle_new_ext(loop, NULL, aev__future_trampoline, cbs[i].arg);
             rc = h ? 0 : -ENOMEM;
         }
         if (rc == 0) {
@@ -108,11 +108,10 @@ static void schedule_callbacks(aev_future_t *f)
             aev_context_unref(h->context);
             h->context = cbs[i].context;
             cbs[i].context = NULL;
-            h->name = cbs[i].name;
-            h->cb = aev__future_trampoline;
-            h->u.future_cb = cbs[i].cb;
+            AEV__EXT(h)->name = cbs[i].name;
+            AEV__EXT(h)->u.future_cb = cbs[i].cb;
+            AEV__EXT(h)->future = aev_future_ref(f);
             h->flags |= AEV__H_FUTURE_CB;
-            h->aux.future = aev_future_ref(f);
             rc = aev__ready_push(loop, h);
             if (rc < 0)
                 aev__handle_unref_fast(h);
@@ -130,8 +129,8 @@ static void schedule_callbacks(aev_future_t *f)
 /* Runs a done callback: the handle carries the future and the user's function. */
 int aev__future_trampoline(aev_loop_t *loop, void *arg)
 {
-    aev_handle_t *h = loop->current_handle;
-    return h->u.future_cb(h->aux.future, arg);
+    aev__handle_ext_t *x = AEV__EXT(loop->current_handle);
+    return x->u.future_cb(x->future, arg);
 }
 
 static int complete(aev_future_t *f, int state)

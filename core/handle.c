@@ -1,5 +1,12 @@
-/* libaev core - callback handles: allocation (chunked free list), reference
- * counting, cancellation and description. */
+/* libaev core - callback handles: pools of plain (32-byte) and extended
+ * (64-byte) handles in 16 KiB chunks, reference counting, cancellation and
+ * description.
+ *
+ * A chunk is a 16 KiB-aligned block whose first 64 bytes name the loop it
+ * belongs to; the rest are handles of one size. Each pool's free stack has
+ * room for every handle of the pool, so releasing a handle never allocates.
+ * Handles from call_soon_threadsafe are malloc'ed by the calling thread
+ * (AEV__H_SHARED): their count is atomic and they never join a pool. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -8,105 +15,102 @@
 
 #include "loop_internal.h"
 
-#define AEV__HANDLE_CHUNK 256
+_Static_assert(sizeof(aev_handle_t) == 32, "a plain handle is half a cache line");
+_Static_assert(sizeof(aev__handle_ext_t) == 64, "an extended handle is one cache line");
+_Static_assert(sizeof(aev__chunk_header_t) <= AEV__CHUNK_HEADER, "chunk header fits its slot");
 
-struct aev__handle_chunk {
-    _Alignas(64) aev_handle_t handles[AEV__HANDLE_CHUNK]; /* sizeof: a multiple of 64 */
-    struct aev__handle_chunk *next;
-};
-_Static_assert(sizeof(aev_handle_t) == 64, "a handle fills one cache line");
-
-/* Adds a chunk of handles. The free stack always has room for every handle
- * the loop owns, so releasing one never allocates. */
-int aev__handle_refill(aev_loop_t *loop)
+int aev__handle_pool_refill(aev__handle_pool_t *pool, aev_loop_t *loop)
 {
-    size_t need = loop->handles_allocated + AEV__HANDLE_CHUNK;
+    size_t per_chunk = (AEV__CHUNK_BYTES - AEV__CHUNK_HEADER) / pool->size;
+    size_t need = pool->allocated + per_chunk;
     if (need > UINT32_MAX)
         return -ENOMEM;
-    if (need > loop->free_cap) {
-        aev_handle_t **n = realloc(loop->free_stack, need * sizeof *n);
+    if (need > pool->cap) {
+        aev_handle_t **n = realloc(pool->free, need * sizeof *n);
         if (!n)
             return -ENOMEM;
-        loop->free_stack = n;
-        loop->free_cap = (uint32_t)need;
+        pool->free = n;
+        pool->cap = (uint32_t)need;
     }
-    struct aev__handle_chunk *c = aligned_alloc(64, sizeof *c); /* one handle per cache line */
-    if (!c)
+    unsigned char *block = aligned_alloc(AEV__CHUNK_BYTES, AEV__CHUNK_BYTES);
+    if (!block)
         return -ENOMEM;
-    c->next = loop->chunks;
-    loop->chunks = c;
-    for (int i = AEV__HANDLE_CHUNK - 1; i >= 0; i--) {
-        c->handles[i].loop = loop; /* invariant: a free handle knows its loop */
-        loop->free_stack[loop->free_len++] = &c->handles[i];
-    }
-    loop->handles_allocated += AEV__HANDLE_CHUNK;
+    aev__chunk_header_t *c = (aev__chunk_header_t *)block;
+    c->loop = loop;
+    c->next = pool->chunks;
+    pool->chunks = c;
+    /* Pushed in reverse, so handles are handed out in address order. */
+    for (size_t i = per_chunk; i-- > 0;)
+        pool->free[pool->len++] = (aev_handle_t *)(block + AEV__CHUNK_HEADER + i * pool->size);
+    pool->allocated += per_chunk;
     return 0;
 }
 
-aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
-                              void *arg)
+void aev__handle_pool_free(aev__handle_pool_t *pool)
 {
-    if (loop->free_len == 0 && aev__handle_refill(loop) < 0)
+    aev__chunk_header_t *c = pool->chunks;
+    while (c) {
+        aev__chunk_header_t *next = c->next;
+        free(c);
+        c = next;
+    }
+    free(pool->free);
+    pool->chunks = NULL;
+    pool->free = NULL;
+    pool->len = pool->cap = 0;
+    pool->allocated = 0;
+}
+
+aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
+                                  void *arg)
+{
+    if (loop->ext.len == 0 && aev__handle_pool_refill(&loop->ext, loop) < 0)
         return NULL;
-    aev_handle_t *h = loop->free_stack[--loop->free_len];
+    aev__handle_ext_t *x = (aev__handle_ext_t *)loop->ext.free[--loop->ext.len];
+    aev_handle_t *h = &x->base;
     h->cb = cb;
     h->arg = arg;
-    h->loop = loop;
-    h->aux.future = NULL;
     h->refs = 1;
-    h->flags = 0;
-    h->u.when = -1.0;
-    if (AEV__UNLIKELY(opts != NULL)) {
-        h->name = opts->name;
-        h->context = opts->context ? aev_context_ref(opts->context) : NULL;
-        if (!opts->context) {
-            aev_context_t *cur = aev__context_current_raw();
-            h->context = cur ? aev_context_copy(cur) : NULL;
-        }
+    h->flags = AEV__H_EXT;
+    x->loop = loop;
+    x->name = opts ? opts->name : NULL;
+    x->u.when = -1.0;
+    x->future = NULL;
+    if (opts && opts->context) {
+        h->context = aev_context_ref(opts->context);
     } else {
-        h->name = NULL;
         aev_context_t *cur = aev__context_current_raw();
-        h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
+        h->context = cur ? aev_context_copy(cur) : NULL;
     }
     return h;
 }
 
-void aev__handle_release(aev_handle_t *h)
+/* The other half of aev__handle_unref_fast: shared, extended, or with a context. */
+void aev__handle_unref_slow(aev_handle_t *h)
 {
-    aev_loop_t *loop = h->loop;
-    if (h->context)
-        aev_context_unref(h->context);
-    if (h->flags & AEV__H_FUTURE_CB)
-        aev_future_unref(h->aux.future);
-    h->context = NULL;
-    h->flags = 0;
-    loop->free_stack[loop->free_len++] = h;
-    aev__loop_object_released(loop);
-}
-
-/* Handles made by call_soon_threadsafe may be released from any thread: they
- * never join the loop's free list and do not count as the loop's objects. */
-void aev__handle_unref_shared(aev_handle_t *h)
-{
-    if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    if (h->flags & AEV__H_SHARED) {
+        if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) != 0)
+            return;
+        if (h->context)
+            aev_context_unref(h->context);
+        free(h);
         return;
-    if (h->context)
-        aev_context_unref(h->context);
-    free(h);
-}
-
-void aev__handle_free_all(aev_loop_t *loop)
-{
-    struct aev__handle_chunk *c = loop->chunks;
-    while (c) {
-        struct aev__handle_chunk *next = c->next;
-        free(c);
-        c = next;
     }
-    loop->chunks = NULL;
-    free(loop->free_stack);
-    loop->free_stack = NULL;
-    loop->free_len = loop->free_cap = 0;
+    if (--h->refs != 0)
+        return;
+    aev_loop_t *loop = aev__handle_loop(h);
+    if (h->context) {
+        aev_context_unref(h->context);
+        h->context = NULL;
+    }
+    if (h->flags & AEV__H_EXT) {
+        if (h->flags & AEV__H_FUTURE_CB)
+            aev_future_unref(AEV__EXT(h)->future);
+        loop->ext.free[loop->ext.len++] = h;
+    } else {
+        loop->small.free[loop->small.len++] = h;
+    }
+    aev__loop_object_released(loop);
 }
 
 void aev_handle_cancel(aev_handle_t *h)
@@ -119,7 +123,7 @@ void aev_handle_cancel(aev_handle_t *h)
     }
     h->flags |= AEV__H_CANCELLED;
     if (h->flags & AEV__H_IN_HEAP)
-        h->loop->timers.cancelled++;
+        AEV__EXT(h)->loop->timers.cancelled++;
 }
 
 int aev_handle_cancelled(const aev_handle_t *h)
@@ -134,7 +138,7 @@ int aev_handle_is_timer(const aev_handle_t *h)
 
 double aev_handle_when(const aev_handle_t *h)
 {
-    return h && (h->flags & AEV__H_TIMER) ? h->u.when : -1.0;
+    return h && (h->flags & AEV__H_TIMER) ? AEV__EXT(h)->u.when : -1.0;
 }
 
 aev_context_t *aev_handle_get_context(const aev_handle_t *h)
@@ -150,12 +154,12 @@ const char *aev_handle_describe(const aev_handle_t *h, char *buf, size_t size)
         snprintf(buf, size, "(no handle)");
         return buf;
     }
-    if (h->name) {
-        snprintf(buf, size, "%s", h->name);
+    if ((h->flags & AEV__H_EXT) && AEV__EXT(h)->name) {
+        snprintf(buf, size, "%s", AEV__EXT(h)->name);
         return buf;
     }
     Dl_info info;
-    void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)h->u.future_cb
+    void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)AEV__EXT(h)->u.future_cb
                                               : (void *)(uintptr_t)h->cb;
     if (dladdr(fn, &info) && info.dli_sname && info.dli_saddr == fn)
         snprintf(buf, size, "%s", info.dli_sname);

@@ -54,7 +54,7 @@ static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_
             loop->n_watched++;
         w->events = events;
     }
-    aev_handle_t *h = aev__handle_new(loop, opts, cb, arg);
+    aev_handle_t *h = opts ? aev__handle_new_ext(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
     if (!h) {
         /* undo the interest we just added */
         if (!(which == AEV_POLL_IN ? w->reader : w->writer)) {

@@ -58,6 +58,8 @@ int aev_loop_new(const aev_loop_options_t *opts, aev_loop_t **out)
     loop->slow_calls = loop->debug;
     loop->slow_callback_duration = 0.1;
     loop->poll_interval = 20e-6;
+    loop->small.size = sizeof(aev_handle_t);
+    loop->ext.size = sizeof(aev__handle_ext_t);
     loop->ready_mask = 255;
     loop->ready = malloc((loop->ready_mask + 1) * sizeof *loop->ready);
     loop->events_cap = AEV__EVENTS_MAX;
@@ -144,7 +146,7 @@ static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callb
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
-    aev_handle_t *h = opts ? aev__handle_new(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
+    aev_handle_t *h = opts ? aev__handle_new_ext(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
     if (!h)
         return -ENOMEM;
     rc = aev__ready_push(loop, h);
@@ -163,15 +165,14 @@ static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callb
  * a free handle and room in the ready queue; everything else goes to call_soon(). */
 int aev_loop_call_soon(aev_loop_t *loop, aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
 {
-    if (AEV__UNLIKELY(!loop || !cb || handle_out || loop->slow_calls || loop->free_len == 0 ||
+    if (AEV__UNLIKELY(!loop || !cb || handle_out || loop->slow_calls || loop->small.len == 0 ||
                       loop->ready_tail - loop->ready_head > loop->ready_mask))
         return call_soon(loop, NULL, cb, arg, handle_out);
-    aev_handle_t *h = loop->free_stack[--loop->free_len];
+    aev_handle_t *h = loop->small.free[--loop->small.len];
     h->cb = cb;
     h->arg = arg;
     h->refs = 1;
     h->flags = 0;
-    h->name = NULL;
     aev_context_t *cur = AEV__LIKELY(aev__running_loop == loop) ? loop->cur_ctx : aev__context_current_raw();
     h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
     loop->ready[loop->ready_tail++ & loop->ready_mask] = h;
@@ -194,11 +195,11 @@ static int call_at(aev_loop_t *loop, double when, const aev_call_options_t *opts
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
-    aev_handle_t *h = opts ? aev__handle_new(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
+    aev_handle_t *h = aev__handle_new_ext(loop, opts, cb, arg);
     if (AEV__UNLIKELY(!h))
         return -ENOMEM;
     h->flags |= AEV__H_TIMER | AEV__H_IN_HEAP;
-    h->u.when = when;
+    AEV__EXT(h)->u.when = when;
     rc = aev__timer_heap_push(&loop->timers, when, h);
     if (rc < 0) {
         h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
@@ -285,10 +286,10 @@ static void run_ready(aev_loop_t *loop)
                     aev__report_callback_error(loop, h, rc);
             }
         }
-        if (AEV__UNLIKELY((h->flags & (AEV__H_SHARED | AEV__H_FUTURE_CB)) || h->context))
-            aev__handle_unref_fast(h);
+        if (AEV__UNLIKELY((h->flags & (AEV__H_SHARED | AEV__H_EXT)) || h->context))
+            aev__handle_unref_slow(h);
         else if (--h->refs == 0)
-            loop->free_stack[loop->free_len++] = h;
+            loop->small.free[loop->small.len++] = h;
     }
     loop->current_handle = NULL;
     loop->cur_ctx = loop->base_ctx;
@@ -524,7 +525,8 @@ int aev_loop_close(aev_loop_t *loop)
 
 void aev__loop_destroy(aev_loop_t *loop)
 {
-    aev__handle_free_all(loop);
+    aev__handle_pool_free(&loop->small);
+    aev__handle_pool_free(&loop->ext);
     aev__timer_heap_free(&loop->timers);
     free(loop->ready);
     free(loop->events);

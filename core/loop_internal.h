@@ -23,35 +23,69 @@ enum {
     AEV__H_CANCELLED = 0x01,
     AEV__H_TIMER = 0x02,     /* from call_later/call_at */
     AEV__H_IN_HEAP = 0x04,   /* the timer heap holds a reference */
-    AEV__H_FUTURE_CB = 0x08, /* a future done callback: aux is the future */
+    AEV__H_FUTURE_CB = 0x08, /* a future done callback */
     AEV__H_IO = 0x10,        /* an fd watcher's handle */
     AEV__H_SHARED = 0x20,    /* from call_soon_threadsafe: atomic refs and flags, malloc'ed */
+    AEV__H_EXT = 0x40,       /* an aev__handle_ext_t */
 };
 
+/* A handle holds what running its callback needs, in 32 bytes (two per cache
+ * line: a batch of queued callbacks stays in L1). Timers, done callbacks,
+ * handles with options and call_soon_threadsafe handles are aev__handle_ext_t. */
 struct aev_handle {
     aev_callback_fn cb; /* for a future's done callback: aev__future_trampoline */
     void *arg;
-    aev_loop_t *loop;
     aev_context_t *context;
+    uint32_t refs;
+    uint32_t flags;
+};
+
+typedef struct aev__handle_ext {
+    aev_handle_t base;
+    aev_loop_t *loop;
     const char *name;
     union {
         double when;                      /* AEV__H_TIMER */
         aev_future_callback_fn future_cb; /* AEV__H_FUTURE_CB */
     } u;
-    union {
-        aev_future_t *future;   /* AEV__H_FUTURE_CB */
-    } aux;
-    uint32_t refs;
-    uint32_t flags;
-};
+    aev_future_t *future; /* AEV__H_FUTURE_CB */
+} aev__handle_ext_t;
 
-aev_handle_t *aev__handle_new(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
-                              void *arg);
-void aev__handle_release(aev_handle_t *h); /* refs reached 0 */
+#define AEV__EXT(h) ((aev__handle_ext_t *)(h))
+
+/* Handles live in 16 KiB-aligned chunks whose header names their loop, so a
+ * plain handle needs no loop pointer of its own. */
+#define AEV__CHUNK_BYTES 16384u
+
+typedef struct aev__chunk_header {
+    aev_loop_t *loop;
+    struct aev__chunk_header *next;
+} aev__chunk_header_t;
+
+#define AEV__CHUNK_HEADER 64u /* the header's slot: keeps handles cache-line aligned */
+
+typedef struct aev__handle_pool {
+    aev_handle_t **free; /* free handles, used last-in first-out; room for all */
+    uint32_t len, cap;
+    size_t allocated;
+    uint32_t size; /* sizeof one handle of this pool */
+    aev__chunk_header_t *chunks;
+} aev__handle_pool_t;
+
+static inline aev_loop_t *aev__handle_loop(const aev_handle_t *h)
+{
+    if (h->flags & AEV__H_EXT)
+        return ((const aev__handle_ext_t *)h)->loop;
+    return ((const aev__chunk_header_t *)((uintptr_t)h & ~(uintptr_t)(AEV__CHUNK_BYTES - 1)))->loop;
+}
+
+int aev__handle_pool_refill(aev__handle_pool_t *pool, aev_loop_t *loop);
+void aev__handle_pool_free(aev__handle_pool_t *pool);
+/* An extended handle (options, timers, done callbacks); NULL on ENOMEM. */
+aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
+                                  void *arg);
 static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_fn cb, void *arg);
-void aev__handle_free_all(aev_loop_t *loop);
-
-void aev__handle_unref_shared(aev_handle_t *h);
+void aev__handle_unref_slow(aev_handle_t *h);
 static inline void aev__handle_unref_fast(aev_handle_t *h);
 
 static inline uint32_t aev__handle_flags(const aev_handle_t *h)
@@ -118,8 +152,8 @@ struct aev_loop {
     /* hot: the ready queue (a ring of handle pointers) and the handle free list */
     aev_handle_t **ready;
     uint32_t ready_head, ready_tail, ready_mask;
-    aev_handle_t **free_stack; /* free handles, used last-in first-out */
-    uint32_t free_len, free_cap;
+    aev__handle_pool_t small;  /* plain handles (32 bytes) */
+    aev__handle_pool_t ext;    /* extended handles (64 bytes) */
     aev_handle_t *current_handle; /* the handle whose callback runs now */
     aev_context_t *cur_ctx;       /* context in effect: current_handle's, else base_ctx */
     aev_context_t *base_ctx;      /* the running thread's own context */
@@ -146,8 +180,6 @@ struct aev_loop {
     double slow_callback_duration;
     size_t live_futures; /* futures not yet released (live handles: allocated - free) */
     uint32_t slow_calls;  /* non-zero when closed or in debug mode: scheduling takes the full path */
-    size_t handles_allocated;
-    struct aev__handle_chunk *chunks;
 
     /* call_soon_threadsafe */
     pthread_mutex_t ts_lock;
@@ -190,13 +222,13 @@ static inline aev_context_t *aev__context_current_raw(void)
 aev_context_t **aev__context_current_slot(void);
 
 int aev__ready_grow(aev_loop_t *loop);
-int aev__handle_refill(aev_loop_t *loop);
 void aev__loop_destroy(aev_loop_t *loop);
 
 /* Handles and futures not yet released. */
 static inline size_t aev__loop_live_objects(const aev_loop_t *loop)
 {
-    return loop->handles_allocated - loop->free_len + loop->live_futures;
+    return loop->small.allocated - loop->small.len + loop->ext.allocated - loop->ext.len +
+           loop->live_futures;
 }
 
 /* After a handle or future went back: a loop freed by the application meanwhile goes now. */
@@ -209,14 +241,13 @@ static inline void aev__loop_object_released_fast(aev_loop_t *loop)
 /* A handle with no options: the hot path of call_soon. */
 static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_fn cb, void *arg)
 {
-    if (AEV__UNLIKELY(loop->free_len == 0) && aev__handle_refill(loop) < 0)
+    if (AEV__UNLIKELY(loop->small.len == 0) && aev__handle_pool_refill(&loop->small, loop) < 0)
         return NULL;
-    aev_handle_t *h = loop->free_stack[--loop->free_len];
+    aev_handle_t *h = loop->small.free[--loop->small.len];
     h->cb = cb;
     h->arg = arg;
     h->refs = 1;
-    h->flags = 0; /* `when` and `aux` are read only under the TIMER / FUTURE_CB flags */
-    h->name = NULL;
+    h->flags = 0;
     aev_loop_t *rl = aev__running_loop;
     aev_context_t *cur = AEV__LIKELY(rl == loop) ? loop->cur_ctx : aev__context_current_raw();
     h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
@@ -234,23 +265,17 @@ static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
     return 0;
 }
 
-/* Drops a reference; the last one returns a plain handle to the loop's free list. */
+/* Drops a reference; the last one returns the handle to its loop's pool. */
 static inline void aev__handle_unref_fast(aev_handle_t *h)
 {
-    if (AEV__UNLIKELY(h->flags & (AEV__H_SHARED | AEV__H_FUTURE_CB))) {
-        if (h->flags & AEV__H_SHARED) {
-            aev__handle_unref_shared(h);
-            return;
-        }
+    if (AEV__UNLIKELY((h->flags & (AEV__H_SHARED | AEV__H_EXT)) || h->context != NULL)) {
+        aev__handle_unref_slow(h);
+        return;
     }
     if (--h->refs != 0)
         return;
-    if (AEV__UNLIKELY(h->context != NULL || (h->flags & AEV__H_FUTURE_CB))) {
-        aev__handle_release(h);
-        return;
-    }
-    aev_loop_t *loop = h->loop;
-    loop->free_stack[loop->free_len++] = h; /* refill made room for every handle */
+    aev_loop_t *loop = aev__handle_loop(h);
+    loop->small.free[loop->small.len++] = h;
     aev__loop_object_released_fast(loop);
 }
 

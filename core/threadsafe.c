@@ -30,17 +30,18 @@ static int call_soon_threadsafe(aev_loop_t *loop, const aev_call_options_t *opts
     if (!loop || !cb)
         return -EINVAL;
     /* Built outside the loop's free list, which only the loop thread touches. */
-    aev_handle_t *h = malloc(sizeof *h);
-    if (!h)
+    aev__handle_ext_t *x = malloc(sizeof *x);
+    if (!x)
         return -ENOMEM;
+    aev_handle_t *h = &x->base;
     h->cb = cb;
     h->arg = arg;
-    h->loop = loop;
-    h->aux.future = NULL;
     h->refs = handle_out ? 2 : 1;
-    h->flags = AEV__H_SHARED;
-    h->u.when = -1.0;
-    h->name = opts ? opts->name : NULL;
+    h->flags = AEV__H_SHARED | AEV__H_EXT;
+    x->loop = loop;
+    x->name = opts ? opts->name : NULL;
+    x->u.when = -1.0;
+    x->future = NULL;
     if (opts && opts->context) {
         h->context = aev_context_ref(opts->context);
     } else {
@@ -79,7 +80,7 @@ int aev_loop_call_soon_threadsafe_ex(aev_loop_t *loop, const aev_call_options_t 
 }
 
 /* Moves queued handles into the ready queue (they keep their own malloc'ed,
- * atomically counted life: see aev__handle_unref_shared). */
+ * atomically counted life: see aev__handle_unref_slow). */
 void aev__ts_drain(aev_loop_t *loop)
 {
     pthread_mutex_lock(&loop->ts_lock);
