@@ -342,10 +342,12 @@ static void run_once(aev_loop_t *loop)
         loop->last_poll = now;
         for (int i = 0; i < n; i++)
             aev__io_process(loop, &loop->events[i]);
-        if (n < 0 && n != -EINTR) {
+        if (AEV__UNLIKELY(n < 0) && n != loop->last_poll_error) {
+            /* reported once until the engine recovers or fails differently */
             aev_exception_context_t ctx = {.message = "poll engine failed", .error = n};
             aev_loop_call_exception_handler(loop, &ctx);
         }
+        loop->last_poll_error = n < 0 ? n : 0;
     }
 
     /* Move due timers to the ready queue (the heap's reference moves with them). */

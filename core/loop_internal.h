@@ -164,6 +164,7 @@ struct aev_loop {
     int events_cap;
     double last_poll;
     double poll_interval;
+    int last_poll_error;
 
     /* fd watchers, indexed by fd */
     aev__fd_watch_t *fds;

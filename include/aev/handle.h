@@ -4,7 +4,11 @@
  * counted: the loop holds its own reference while the callback is pending, and
  * a caller that asked for the handle holds one more, released with
  * aev_handle_unref(). Cancelling a handle whose callback already ran, or that
- * was already cancelled, is a safe no-op. Handles belong to their loop's thread.
+ * was already cancelled, is a safe no-op. Handles belong to their loop's thread,
+ * except those returned by aev_loop_call_soon_threadsafe(): their reference
+ * count is atomic, so the calling thread may cancel and release them.
+ * The name in aev_call_options_t is stored, not copied: it must outlive the
+ * handle (a string literal is the usual choice).
  */
 #ifndef AEV_HANDLE_H
 #define AEV_HANDLE_H

@@ -46,7 +46,8 @@ typedef struct aev_loop_options {
     const char *dns;
     const char *proc;
     const char *exec;
-    const char *config_file; /* read this config file instead of the usual search */
+    const char *config_file; /* the main config file, instead of $AEV_CONFIG / XDG / system
+                                (the drop-in directory is still read first) */
     int debug;               /* 1: debug mode on, -1: off, 0: environment decides */
 } aev_loop_options_t;
 
