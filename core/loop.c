@@ -17,6 +17,7 @@
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
+#define AEV__PREFETCH_AHEAD 4
 
 
 AEV__TLS aev_loop_t *aev__running_loop;
@@ -274,8 +275,17 @@ static void run_ready(aev_loop_t *loop)
     uint32_t ntodo = loop->ready_tail - loop->ready_head;
     const int debug = loop->debug;
     while (ntodo-- > 0) {
+        if (ntodo >= AEV__PREFETCH_AHEAD) /* timers come back from far out of cache */
+            __builtin_prefetch(loop->ready[(loop->ready_head + AEV__PREFETCH_AHEAD) & loop->ready_mask], 1);
         aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
-        if (AEV__LIKELY(!(aev__handle_flags(h) & AEV__H_CANCELLED))) {
+        uint32_t flags = aev__handle_flags(h);
+        if (AEV__UNLIKELY(flags & AEV__H_IN_HEAP)) {
+            /* a timer just taken from the heap (see run_once) */
+            h->flags = flags & ~(uint32_t)AEV__H_IN_HEAP;
+            if (flags & AEV__H_CANCELLED)
+                loop->timers.cancelled--;
+        }
+        if (AEV__LIKELY(!(flags & AEV__H_CANCELLED))) {
             if (AEV__UNLIKELY(debug)) {
                 run_handle_debug(loop, h);
             } else {
@@ -352,13 +362,14 @@ static void run_once(aev_loop_t *loop)
 
     /* Move due timers to the ready queue (the heap's reference moves with them). */
     double end = now + AEV__CLOCK_RESOLUTION;
+    /* The handles are not touched here (they may be far out of cache): run_ready clears
+     * AEV__H_IN_HEAP and skips the cancelled ones. */
     while (timers->len > 0 && aev__timer_heap_top(timers)->when <= end) {
         aev_handle_t *h = aev__timer_heap_pop(timers);
-        h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
-        if (h->flags & AEV__H_CANCELLED) {
-            timers->cancelled--;
-            aev__handle_unref_fast(h);
-        } else if (aev__ready_push(loop, h) < 0) {
+        if (AEV__UNLIKELY(aev__ready_push(loop, h) < 0)) {
+            h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
+            if (h->flags & AEV__H_CANCELLED)
+                timers->cancelled--;
             aev_exception_context_t ctx = {.message = "out of memory moving a due timer",
                                            .error = -ENOMEM, .handle = h};
             aev_loop_call_exception_handler(loop, &ctx);

@@ -60,6 +60,7 @@ typedef struct aev__handle_ext {
 typedef struct aev__chunk_header {
     aev_loop_t *loop;
     struct aev__chunk_header *next;
+    int in_slab; /* part of a huge-page slab (freed with it), else malloc'ed */
 } aev__chunk_header_t;
 
 #define AEV__CHUNK_HEADER 64u /* the header's slot: keeps handles cache-line aligned */
@@ -70,6 +71,10 @@ typedef struct aev__handle_pool {
     size_t allocated;
     uint32_t size; /* sizeof one handle of this pool */
     aev__chunk_header_t *chunks;
+    unsigned char *slab_next; /* the next unused chunk of the current slab */
+    size_t slab_left;         /* chunks left in it */
+    void **slabs;             /* every slab, for munmap */
+    size_t nslabs;
 } aev__handle_pool_t;
 
 static inline aev_loop_t *aev__handle_loop(const aev_handle_t *h)
@@ -104,6 +109,7 @@ typedef struct aev__timer_heap {
     aev__timer_entry_t *entries;
     size_t len, cap;
     size_t cancelled; /* cancelled handles still in the heap */
+    size_t mapped;    /* bytes mapped when the array is an mmap (large heaps), else 0 */
 } aev__timer_heap_t;
 
 int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h);

@@ -13,6 +13,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "loop_internal.h"
 
@@ -56,20 +58,63 @@ static void sift_down(aev__timer_entry_t *e, size_t end, size_t p, aev__timer_en
     e[p] = x;
 }
 
-int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h)
+#define MAP_MIN_BYTES (1u << 20) /* from 1 MiB on, the array is mapped and grows by mremap */
+
+static size_t bytes_for(size_t cap)
 {
-    if (heap->len == heap->cap) {
-        size_t cap = heap->cap ? heap->cap * 2 : 64;
+    return (cap + HEAP0 + 1) * sizeof(aev__timer_entry_t);
+}
+
+/* Grows the array to cap entries: small arrays by aligned_alloc and copy; large
+ * ones are page-aligned mappings that mremap grows without copying. */
+static int heap_grow(aev__timer_heap_t *heap, size_t cap)
+{
+    size_t new_bytes = bytes_for(cap);
+    aev__timer_entry_t *n;
+    if (new_bytes >= MAP_MIN_BYTES) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        new_bytes = (new_bytes + page - 1) / page * page;
+        if (heap->mapped) {
+            void *p = mremap(heap->entries, heap->mapped, new_bytes, MREMAP_MAYMOVE);
+            if (p == MAP_FAILED)
+                return -ENOMEM;
+            n = p;
+        } else {
+            void *p = mmap(NULL, new_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                return -ENOMEM;
+#ifdef MADV_HUGEPAGE
+            (void)madvise(p, new_bytes, MADV_HUGEPAGE); /* kept by mremap */
+#endif
+            n = p;
+            if (heap->entries) {
+                memcpy(n + HEAP0, heap->entries + HEAP0, heap->len * sizeof *n);
+                free(heap->entries);
+            }
+        }
+        heap->mapped = new_bytes;
+        cap = new_bytes / sizeof *n - HEAP0 - 1;
+    } else {
         /* cap is a power of two >= 64, so the size is a multiple of the alignment */
-        aev__timer_entry_t *n = aligned_alloc(D * sizeof *n, (cap + HEAP0 + 1) * sizeof *n);
+        n = aligned_alloc(D * sizeof *n, new_bytes);
         if (!n)
             return -ENOMEM;
         if (heap->entries) {
             memcpy(n + HEAP0, heap->entries + HEAP0, heap->len * sizeof *n);
             free(heap->entries);
         }
-        heap->entries = n;
-        heap->cap = cap;
+    }
+    heap->entries = n;
+    heap->cap = cap;
+    return 0;
+}
+
+int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h)
+{
+    if (heap->len == heap->cap) {
+        int rc = heap_grow(heap, heap->cap ? heap->cap * 2 : 64);
+        if (rc < 0)
+            return rc;
     }
     aev__timer_entry_t x = {.when = when, .handle = h};
     sift_up(heap->entries, HEAP0 + heap->len++, x);
@@ -90,6 +135,14 @@ aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap)
         size_t c = FIRST_CHILD(p);
         if (c >= end)
             break;
+        /* Fetch the four grandchild groups (one cache line each) while the
+         * children are compared: deep levels of a big heap are out of cache. */
+        for (size_t k = 0; k < D; k++) {
+            size_t g = FIRST_CHILD(c + k);
+            if (g >= end)
+                break;
+            __builtin_prefetch(&e[g]);
+        }
         size_t best = c;
         size_t stop = c + D <= end ? c + D : end;
         for (size_t k = c + 1; k < stop; k++)
@@ -106,7 +159,10 @@ void aev__timer_heap_compact(aev__timer_heap_t *heap)
 {
     aev__timer_entry_t *e = heap->entries;
     size_t j = HEAP0;
-    for (size_t i = HEAP0; i < HEAP0 + heap->len; i++) {
+    size_t end = HEAP0 + heap->len;
+    for (size_t i = HEAP0; i < end; i++) {
+        if (i + 8 < end) /* the handles are scattered: fetch ahead of the scan */
+            __builtin_prefetch(e[i + 8].handle, 1);
         aev_handle_t *h = e[i].handle;
         if (h->flags & AEV__H_CANCELLED) {
             h->flags &= ~(uint32_t)AEV__H_IN_HEAP;
@@ -136,7 +192,11 @@ void aev__timer_heap_clear(aev__timer_heap_t *heap)
 
 void aev__timer_heap_free(aev__timer_heap_t *heap)
 {
-    free(heap->entries);
+    if (heap->mapped)
+        munmap(heap->entries, heap->mapped);
+    else
+        free(heap->entries);
+    heap->mapped = 0;
     heap->entries = NULL;
     heap->len = heap->cap = 0;
 }

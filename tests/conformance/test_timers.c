@@ -87,6 +87,40 @@ START_TEST(test_call_later_not_early)
 }
 END_TEST
 
+static int busy_writer_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    (*(int *)arg)++;
+    return 0;
+}
+
+START_TEST(test_timer_not_early_while_busy)
+{
+    /* An always-writable socket makes the loop iterate without sleeping, so the timer is
+     * checked many times before it is due: it must still not fire early. */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2], spins = 0;
+    tu_socketpair(sv);
+    ck_assert_int_eq(aev_loop_add_writer(loop, sv[0], busy_writer_cb, &spins), 0);
+    fire_state_t st = {0};
+    aev_handle_t *h = NULL;
+    double t0 = aev_loop_time(loop);
+    ck_assert_int_eq(aev_loop_call_later(loop, 0.05, fire_cb, &st, &h), 0);
+    ck_assert_int_eq(tu_run_guarded(loop, 5.0), 0);
+    ck_assert_int_eq(st.calls, 1);
+    ck_assert_int_gt(spins, 1);
+    ck_assert_msg(st.fired_loop_time >= aev_handle_when(h) - EPS, "fired at %.6f before when %.6f",
+                  st.fired_loop_time, aev_handle_when(h));
+    ck_assert_msg(st.fired_loop_time - t0 >= 0.05 - EPS, "fired after %.6f s",
+                  st.fired_loop_time - t0);
+    ck_assert_int_eq(aev_loop_remove_writer(loop, sv[0]), 1);
+    aev_handle_unref(h);
+    tu_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
 START_TEST(test_call_at_uses_loop_time)
 {
     aev_loop_t *loop = tu_loop_new();
@@ -388,6 +422,7 @@ static Suite *timers_suite(void)
     Suite *s = suite_create("timers");
     TU_ADD(s, test_fire_order_by_time);
     TU_ADD(s, test_call_later_not_early);
+    TU_ADD(s, test_timer_not_early_while_busy);
     TU_ADD(s, test_call_at_uses_loop_time);
     TU_ADD(s, test_loop_time_monotonic);
     TU_ADD(s, test_negative_delay_is_soon);
