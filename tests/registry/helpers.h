@@ -30,16 +30,16 @@ const char *th_getenv(const char *var);
 void th_env_reset(void);
 
 /* A new empty directory (under $AEV_TEST_TMP), removed by th_cleanup(). */
-const char *th_tmpdir(void);
+const char *th_tmpdir(void) __attribute__((returns_nonnull));
 
 /* Writes content to dir/rel (creating parent directories); returns the full path. */
-const char *th_write(const char *dir, const char *rel, const char *content);
+const char *th_write(const char *dir, const char *rel, const char *content) __attribute__((returns_nonnull));
 
 /* A printf-formatted string that lives until the test ends.
  * What the helpers return "until the test ends" (th_fmt, th_write, th_tmpdir,
  * th_find_line, th_run, th_collect_plugins) is owned by an arena the helpers
  * free from an atexit handler: callers never free it, and nothing is leaked. */
-const char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2), returns_nonnull));
 
 /* Sets AEV_PLUGIN_PATH to the directories given, NULL-terminated, joined by ':'. */
 void th_set_plugin_path(const char *first, ...) __attribute__((sentinel));

@@ -165,7 +165,9 @@ START_TEST(test_debug_values)
         aev_policy_t *p;
         setenv("AEV_CONFIG", conf, 1);
         p = resolve(NULL);
-        check(p, "debug", i < 4 ? "1" : "0", th_fmt("config %s:2", conf));
+        char origin[4200];
+        snprintf(origin, sizeof origin, "config %.4000s:2", conf ? conf : "?");
+        check(p, "debug", i < 4 ? "1" : "0", origin);
         aev_policy_free(p);
     }
 }
