@@ -184,8 +184,8 @@ aev_context_t *aev_context_current(void)
 aev_context_t **aev__context_current_slot(void)
 {
     aev_loop_t *rl = aev__running_loop;
-    if (rl && rl->current_handle)
-        return &rl->current_handle->context;
+    if (rl)
+        return rl->current_handle ? &rl->current_handle->context : &rl->plain_ctx;
     return &aev__thread_context;
 }
 
@@ -207,9 +207,7 @@ int aev_context_var_set(aev_context_var_t *var, void *value)
             return -ENOMEM;
         aev_loop_t *rl = aev__running_loop;
         if (rl) /* keep the loop's view of the context in effect up to date */
-            rl->cur_ctx = rl->current_handle ? rl->current_handle->context : *slot;
-        if (rl && !rl->current_handle)
-            rl->base_ctx = *slot;
+            rl->cur_ctx = *slot;
         if (slot == &aev__thread_context) {
             pthread_once(&thread_context_once, thread_context_key_create);
             (void)pthread_setspecific(thread_context_key, *slot);

@@ -82,3 +82,20 @@ void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc)
         ctx.future = AEV__EXT(h)->future;
     aev_loop_call_exception_handler(loop, &ctx);
 }
+
+/* A plain callback (queued without a handle) failed: make the handle asyncio
+ * would have had, so the handler sees the same context. */
+void aev__report_plain_error(aev_loop_t *loop, aev_callback_fn cb, void *arg, int rc)
+{
+    aev_handle_t *h = aev__handle_new_ext(loop, NULL, cb, arg);
+    if (h) {
+        aev__report_callback_error(loop, h, rc);
+        aev__handle_unref_fast(h);
+        return;
+    }
+    char name[256], msg[320];
+    snprintf(msg, sizeof msg, "Exception in callback %s",
+             aev__describe_fn((void *)(uintptr_t)cb, name, sizeof name));
+    aev_exception_context_t ctx = {.message = msg, .error = rc};
+    aev_loop_call_exception_handler(loop, &ctx);
+}

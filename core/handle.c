@@ -216,9 +216,15 @@ const char *aev_handle_describe(const aev_handle_t *h, char *buf, size_t size)
         snprintf(buf, size, "%s", AEV__EXT(h)->name);
         return buf;
     }
-    Dl_info info;
     void *fn = (h->flags & AEV__H_FUTURE_CB) ? (void *)(uintptr_t)AEV__EXT(h)->u.future_cb
                                               : (void *)(uintptr_t)h->cb;
+    return aev__describe_fn(fn, buf, size);
+}
+
+/* A callback's symbol name (dladdr), else its address. */
+const char *aev__describe_fn(void *fn, char *buf, size_t size)
+{
+    Dl_info info;
     if (dladdr(fn, &info) && info.dli_sname && info.dli_saddr == fn)
         snprintf(buf, size, "%s", info.dli_sname);
     else

@@ -17,7 +17,7 @@
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
-#define AEV__PREFETCH_AHEAD 4
+
 
 
 AEV__TLS aev_loop_t *aev__running_loop;
@@ -121,7 +121,7 @@ int aev__ready_grow(aev_loop_t *loop)
     uint32_t ncap = cap * 2;
     if (ncap == 0)
         return -ENOMEM;
-    aev_handle_t **n = malloc((size_t)ncap * sizeof *n);
+    aev__ready_entry_t *n = malloc((size_t)ncap * sizeof *n);
     if (!n)
         return -ENOMEM;
     uint32_t count = loop->ready_tail - loop->ready_head;
@@ -147,6 +147,8 @@ static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callb
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
+    if (!opts && !handle_out && !aev__context_current_raw() && !loop->debug)
+        return aev__ready_push_plain(loop, cb, arg);
     aev_handle_t *h = opts ? aev__handle_new_ext(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
     if (!h)
         return -ENOMEM;
@@ -163,20 +165,18 @@ static int call_soon(aev_loop_t *loop, const aev_call_options_t *opts, aev_callb
 }
 
 /* The hot path: no options, no handle wanted, loop open and not in debug mode,
- * a free handle and room in the ready queue; everything else goes to call_soon(). */
+ * nothing to capture as context, room in the ready queue: the callback is queued
+ * as a plain (cb, arg) entry, with no handle object. Everything else goes to
+ * call_soon(). */
 int aev_loop_call_soon(aev_loop_t *loop, aev_callback_fn cb, void *arg, aev_handle_t **handle_out)
 {
-    if (AEV__UNLIKELY(!loop || !cb || handle_out || loop->slow_calls || loop->small.len == 0 ||
-                      loop->ready_tail - loop->ready_head > loop->ready_mask))
+    if (AEV__UNLIKELY(!loop || !cb || handle_out || loop->slow_calls ||
+                      loop->ready_tail - loop->ready_head > loop->ready_mask ||
+                      aev__running_loop != loop || loop->cur_ctx != NULL))
         return call_soon(loop, NULL, cb, arg, handle_out);
-    aev_handle_t *h = loop->small.free[--loop->small.len];
-    h->cb = cb;
-    h->arg = arg;
-    h->refs = 1;
-    h->flags = 0;
-    aev_context_t *cur = AEV__LIKELY(aev__running_loop == loop) ? loop->cur_ctx : aev__context_current_raw();
-    h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
-    loop->ready[loop->ready_tail++ & loop->ready_mask] = h;
+    aev__ready_entry_t *e = &loop->ready[loop->ready_tail++ & loop->ready_mask];
+    e->cb = cb;
+    e->arg = arg;
     return 0;
 }
 
@@ -250,34 +250,64 @@ double aev_loop_time(const aev_loop_t *loop)
 
 /* ---- running ---------------------------------------------------------------------- */
 
-/* Runs one callback in debug mode: timed, and logged when slow. */
-static void run_handle_debug(aev_loop_t *loop, aev_handle_t *h)
+/* Runs one callback in debug mode: timed, and logged when slow. h is NULL for a
+ * plain entry. */
+static void run_debug(aev_loop_t *loop, aev_handle_t *h, aev_callback_fn cb, void *arg)
 {
-    loop->current_handle = h;
-    loop->cur_ctx = h->context;
     double t0 = aev__now();
-    int rc = h->cb(loop, h->arg);
+    int rc = cb(loop, arg);
     double took = aev__now() - t0;
     if (took >= loop->slow_callback_duration) {
         char name[256];
         aev_log(AEV_LOG_WARNING, "aev", "Executing %s took %.3f seconds",
-                aev_handle_describe(h, name, sizeof name), took);
+                h ? aev_handle_describe(h, name, sizeof name)
+                  : aev__describe_fn((void *)(uintptr_t)cb, name, sizeof name),
+                took);
     }
-    if (rc < 0)
-        aev__report_callback_error(loop, h, rc);
+    if (rc < 0) {
+        if (h)
+            aev__report_callback_error(loop, h, rc);
+        else
+            aev__report_plain_error(loop, cb, arg, rc);
+    }
+}
+
+/* Drops a context that a plain callback created with aev_context_var_set. */
+static void plain_ctx_release(aev_loop_t *loop)
+{
+    aev_context_unref(loop->plain_ctx);
+    loop->plain_ctx = NULL;
+    loop->cur_ctx = NULL;
 }
 
 /* Runs the callbacks that are ready now; what they schedule waits for the next
- * iteration. The loop cannot be freed while it runs, so releasing a handle here
+ * iteration. Between callbacks current_handle and cur_ctx are NULL (a plain
+ * entry runs in the empty context: it was queued only when the context was
+ * empty). The loop cannot be freed while it runs, so releasing a handle here
  * never has to check for a pending aev_loop_free(). */
 static void run_ready(aev_loop_t *loop)
 {
     uint32_t ntodo = loop->ready_tail - loop->ready_head;
     const int debug = loop->debug;
+    loop->current_handle = NULL;
+    loop->cur_ctx = NULL;
+    if (loop->plain_ctx)
+        plain_ctx_release(loop);
     while (ntodo-- > 0) {
-        if (ntodo >= AEV__PREFETCH_AHEAD) /* timers come back from far out of cache */
-            __builtin_prefetch(loop->ready[(loop->ready_head + AEV__PREFETCH_AHEAD) & loop->ready_mask], 1);
-        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
+        aev__ready_entry_t e = loop->ready[loop->ready_head++ & loop->ready_mask];
+        if (AEV__LIKELY(e.cb != NULL)) {
+            if (AEV__UNLIKELY(debug)) {
+                run_debug(loop, NULL, e.cb, e.arg);
+            } else {
+                int rc = e.cb(loop, e.arg);
+                if (AEV__UNLIKELY(rc < 0))
+                    aev__report_plain_error(loop, e.cb, e.arg, rc);
+            }
+            if (AEV__UNLIKELY(loop->plain_ctx != NULL))
+                plain_ctx_release(loop);
+            continue;
+        }
+        aev_handle_t *h = e.arg;
         uint32_t flags = aev__handle_flags(h);
         if (AEV__UNLIKELY(flags & AEV__H_IN_HEAP)) {
             /* a timer just taken from the heap (see run_once) */
@@ -286,22 +316,23 @@ static void run_ready(aev_loop_t *loop)
                 loop->timers.cancelled--;
         }
         if (AEV__LIKELY(!(flags & AEV__H_CANCELLED))) {
+            loop->current_handle = h;
+            loop->cur_ctx = h->context;
             if (AEV__UNLIKELY(debug)) {
-                run_handle_debug(loop, h);
+                run_debug(loop, h, h->cb, h->arg);
             } else {
-                loop->current_handle = h;
-                loop->cur_ctx = h->context;
                 int rc = h->cb(loop, h->arg);
                 if (AEV__UNLIKELY(rc < 0))
                     aev__report_callback_error(loop, h, rc);
             }
+            loop->current_handle = NULL;
+            loop->cur_ctx = NULL;
         }
         if (AEV__UNLIKELY((h->flags & (AEV__H_SHARED | AEV__H_EXT)) || h->context))
             aev__handle_unref_slow(h);
         else if (--h->refs == 0)
             loop->small.free[loop->small.len++] = h;
     }
-    loop->current_handle = NULL;
     loop->cur_ctx = loop->base_ctx;
 }
 
@@ -400,6 +431,8 @@ static int run_begin(aev_loop_t *loop)
 
 static void run_end(aev_loop_t *loop)
 {
+    if (loop->plain_ctx)
+        plain_ctx_release(loop);
     loop->stopping = 0;
     loop->running = 0;
     aev__running_loop = NULL;
@@ -527,8 +560,9 @@ int aev_loop_close(aev_loop_t *loop)
     aev__ts_discard(loop);
     aev__io_close(loop);
     while (loop->ready_head != loop->ready_tail) {
-        aev_handle_t *h = loop->ready[loop->ready_head++ & loop->ready_mask];
-        aev__handle_unref_fast(h);
+        aev__ready_entry_t e = loop->ready[loop->ready_head++ & loop->ready_mask];
+        if (!e.cb)
+            aev__handle_unref_fast(e.arg);
     }
     aev__timer_heap_clear(&loop->timers);
     loop->poll->destroy(loop->backend);

@@ -154,15 +154,24 @@ int aev__policy_excluded(const aev_policy_t *policy, const char *family, const c
 
 /* ---- the loop ---------------------------------------------------------------- */
 
+/* One ready callback. A plain call_soon (no handle wanted, no options, no
+ * context to capture) is just (cb, arg): no handle object at all. Everything
+ * else is a handle: cb == NULL and arg is the aev_handle_t. */
+typedef struct aev__ready_entry {
+    aev_callback_fn cb;
+    void *arg;
+} aev__ready_entry_t;
+
 struct aev_loop {
-    /* hot: the ready queue (a ring of handle pointers) and the handle free list */
-    aev_handle_t **ready;
+    /* hot: the ready queue (a ring of entries) and the handle pools */
+    aev__ready_entry_t *ready;
     uint32_t ready_head, ready_tail, ready_mask;
     aev__handle_pool_t small;  /* plain handles (32 bytes) */
     aev__handle_pool_t ext;    /* extended handles (64 bytes) */
     aev_handle_t *current_handle; /* the handle whose callback runs now */
     aev_context_t *cur_ctx;       /* context in effect: current_handle's, else base_ctx */
     aev_context_t *base_ctx;      /* the running thread's own context */
+    aev_context_t *plain_ctx;     /* context created by a var_set in a plain callback */
     aev__timer_heap_t timers;
     const aev_poll_ops_t *poll;
     aev_poll_backend_t *backend;
@@ -261,15 +270,23 @@ static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_
     return h;
 }
 
-static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
+static inline int aev__ready_push_plain(aev_loop_t *loop, aev_callback_fn cb, void *arg)
 {
     if (AEV__UNLIKELY(loop->ready_tail - loop->ready_head > loop->ready_mask)) {
         int rc = aev__ready_grow(loop);
         if (rc < 0)
             return rc;
     }
-    loop->ready[loop->ready_tail++ & loop->ready_mask] = h;
+    aev__ready_entry_t *e = &loop->ready[loop->ready_tail++ & loop->ready_mask];
+    e->cb = cb;
+    e->arg = arg;
     return 0;
+}
+
+/* Queues a handle; its reference passes to the queue. */
+static inline int aev__ready_push(aev_loop_t *loop, aev_handle_t *h)
+{
+    return aev__ready_push_plain(loop, NULL, h);
 }
 
 /* Drops a reference; the last one returns the handle to its loop's pool. */
@@ -289,6 +306,8 @@ static inline void aev__handle_unref_fast(aev_handle_t *h)
 int aev__check_usable(aev_loop_t *loop); /* closed / wrong thread checks for non-threadsafe calls */
 void aev__loop_object_released(aev_loop_t *loop);
 void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc);
+void aev__report_plain_error(aev_loop_t *loop, aev_callback_fn cb, void *arg, int rc);
+const char *aev__describe_fn(void *fn, char *buf, size_t size);
 void aev__ts_drain(aev_loop_t *loop);
 void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);

@@ -4,8 +4,10 @@
 #      registry/policy, examples);
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the same under ThreadSanitizer (threads meet the loop in call_soon_threadsafe);
-#   4. the same under valgrind memcheck.
-# Build directories: build-test, build-asan, build-tsan (reused when present).
+#   4. the same under valgrind memcheck;
+#   5. a build with the plugins linked into the core (-Dpreload_plugins=true),
+#      run with an empty plugin path, so the built-in table serves every loop.
+# Build directories: build-test, build-asan, build-tsan, build-preload (reused when present).
 # Exits non-zero if any step fails. Set AEV_TEST_QUICK=1 to run step 1 only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,6 +43,20 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 
 step "valgrind memcheck"
 meson test -C build-test --setup valgrind --num-processes "$jobs" --print-errorlogs
+
+step "preloaded plugins (no plugin directory at all)"
+setup build-preload -Dpreload_plugins=true -Dbench=false -Dtests=disabled
+empty=$(mktemp -d)
+for poll in epoll poll select; do
+    AEV_PLUGIN_PATH=$empty AEV_CONFIG_DIR=$empty XDG_CONFIG_HOME=$empty AEV_POLL=$poll \
+        build-preload/tools/aev-inspect --try | tee "$empty/inspect.txt"
+    grep -q "^loop[[:space:]]*poll=$poll" "$empty/inspect.txt"
+    grep -q "(built in)" "$empty/inspect.txt"
+    for ex in hello_world watch_fd; do
+        AEV_PLUGIN_PATH=$empty AEV_CONFIG_DIR=$empty XDG_CONFIG_HOME=$empty AEV_POLL=$poll build-preload/examples/$ex
+    done
+done
+rm -rf "$empty"
 
 echo
 echo "all test steps passed"
