@@ -263,10 +263,12 @@ static int load_candidate(const aev_policy_t *policy, int family, const char *na
     }
     const aev_plugin_descriptor_t *d = builtin_find(module);
     if (d) {
-        int rc = activate(BUILTIN_PATH, d, family, name, out, why, sizeof why);
+        /* "(built in) <module>": also the key under which it is remembered */
+        snprintf(path, sizeof path, "%s %s", BUILTIN_PATH, module);
+        int rc = activate(path, d, family, name, out, why, sizeof why);
         if (rc == 0)
             return 0;
-        report_add(r, "\n      %s %s: %s\n", BUILTIN_PATH, module, why);
+        report_add(r, "\n      %s: %s\n", path, why);
         return rc;
     }
     report_add(r, "\n      (not built in either)\n");
@@ -450,8 +452,10 @@ int aev_plugins_foreach(const aev_policy_t *policy, aev_plugin_visit_fn visit, v
             continue;
         char fam[64], name[128], file[300];
         snprintf(file, sizeof file, "%s%s", s->name, AEV_MODULE_EXT);
+        char path[400];
+        snprintf(path, sizeof path, "%s %s", BUILTIN_PATH, s->name);
         if (parse_module_name(file, fam, sizeof fam, name, sizeof name) == 0)
-            ret = visit_one(policy, BUILTIN_PATH, fam, name, s[1].address, visit, ud);
+            ret = visit_one(policy, path, fam, name, s[1].address, visit, ud);
     }
 #endif
     for (size_t s = 0; s < nseen; s++)

@@ -49,9 +49,9 @@ setup build-preload -Dpreload_plugins=true -Dbench=false -Dtests=disabled
 empty=$(mktemp -d)
 for poll in epoll poll select; do
     AEV_PLUGIN_PATH=$empty AEV_CONFIG_DIR=$empty XDG_CONFIG_HOME=$empty AEV_POLL=$poll \
-        build-preload/tools/aev-inspect --try | tee "$empty/inspect.txt"
+        build-preload/tools/aev-inspect --plugins --try | tee "$empty/inspect.txt"
     grep -q "^loop[[:space:]]*poll=$poll" "$empty/inspect.txt"
-    grep -q "(built in)" "$empty/inspect.txt"
+    grep -q "(built in) aev_poll_$poll" "$empty/inspect.txt"
     for ex in hello_world watch_fd; do
         AEV_PLUGIN_PATH=$empty AEV_CONFIG_DIR=$empty XDG_CONFIG_HOME=$empty AEV_POLL=$poll build-preload/examples/$ex
     done

@@ -60,7 +60,7 @@ const char *aev_policy_plugin_option(const aev_policy_t *policy, const char *fam
 
 /* One plugin module found on disk (or preloaded), as aev-inspect lists it. */
 typedef struct aev_plugin_info {
-    const char *path;        /* file, or "(built in)" */
+    const char *path;        /* file, or "(built in) <module>" for a preloaded plugin */
     const char *family;      /* "poll", ... or "?" when the descriptor is unreadable */
     const char *name;
     const char *version;
