@@ -125,6 +125,13 @@ aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *op
     if (loop->ext.len == 0 && aev__handle_pool_refill(&loop->ext, loop) < 0)
         return NULL;
     aev__handle_ext_t *x = (aev__handle_ext_t *)loop->ext.free[--loop->ext.len];
+    aev__handle_ext_init(x, loop, opts, cb, arg);
+    return &x->base;
+}
+
+void aev__handle_ext_init(aev__handle_ext_t *x, aev_loop_t *loop, const aev_call_options_t *opts,
+                          aev_callback_fn cb, void *arg)
+{
     aev_handle_t *h = &x->base;
     h->cb = cb;
     h->arg = arg;
@@ -140,7 +147,6 @@ aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *op
         aev_context_t *cur = aev__context_current_raw();
         h->context = cur ? aev_context_copy(cur) : NULL;
     }
-    return h;
 }
 
 /* The other half of aev__handle_unref_fast: shared, extended, or with a context. */

@@ -214,10 +214,40 @@ static int call_at(aev_loop_t *loop, double when, const aev_call_options_t *opts
     return 0;
 }
 
+/* The hot path of call_later/call_at: no options, loop open and not in debug mode,
+ * an empty context, a free extended handle and room in the heap array. */
+static inline __attribute__((always_inline)) int call_at_fast(aev_loop_t *loop, double when,
+                                                             aev_callback_fn cb, void *arg,
+                                                             aev_handle_t **handle_out)
+{
+    if (AEV__UNLIKELY(!loop || !cb || isnan(when) || loop->slow_calls || loop->ext.len == 0 ||
+                      loop->timers.len == loop->timers.cap || aev__running_loop != loop ||
+                      loop->cur_ctx != NULL))
+        return call_at(loop, when, NULL, cb, arg, handle_out);
+    aev__handle_ext_t *x = (aev__handle_ext_t *)loop->ext.free[--loop->ext.len];
+    aev_handle_t *h = &x->base;
+    h->cb = cb;
+    h->arg = arg;
+    h->context = NULL;
+    h->flags = AEV__H_EXT | AEV__H_TIMER | AEV__H_IN_HEAP;
+    x->loop = loop;
+    x->name = NULL;
+    x->u.when = when;
+    x->future = NULL;
+    aev__timer_heap_push_room(&loop->timers, when, h);
+    if (handle_out) {
+        h->refs = 2;
+        *handle_out = h;
+    } else {
+        h->refs = 1;
+    }
+    return 0;
+}
+
 int aev_loop_call_at(aev_loop_t *loop, double when, aev_callback_fn cb, void *arg,
                      aev_handle_t **handle_out)
 {
-    return call_at(loop, when, NULL, cb, arg, handle_out);
+    return call_at_fast(loop, when, cb, arg, handle_out);
 }
 
 int aev_loop_call_at_ex(aev_loop_t *loop, double when, const aev_call_options_t *opts,
@@ -231,7 +261,7 @@ int aev_loop_call_later(aev_loop_t *loop, double delay, aev_callback_fn cb, void
 {
     if (isnan(delay))
         return -EINVAL;
-    return call_at(loop, aev__now() + (delay > 0 ? delay : 0), NULL, cb, arg, handle_out);
+    return call_at_fast(loop, aev__now() + (delay > 0 ? delay : 0), cb, arg, handle_out);
 }
 
 int aev_loop_call_later_ex(aev_loop_t *loop, double delay, const aev_call_options_t *opts,

@@ -89,6 +89,10 @@ void aev__handle_pool_free(aev__handle_pool_t *pool);
 /* An extended handle (options, timers, done callbacks); NULL on ENOMEM. */
 aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
                                   void *arg);
+/* Fills an extended handle: one reference, no flags but AEV__H_EXT, context from opts or
+ * a copy of the current one. */
+void aev__handle_ext_init(aev__handle_ext_t *x, aev_loop_t *loop, const aev_call_options_t *opts,
+                          aev_callback_fn cb, void *arg);
 static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_fn cb, void *arg);
 void aev__handle_unref_slow(aev_handle_t *h);
 static inline void aev__handle_unref_fast(aev_handle_t *h);
@@ -113,6 +117,26 @@ typedef struct aev__timer_heap {
 } aev__timer_heap_t;
 
 int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h);
+
+#define AEV__HEAP_D 4                                 /* children per node */
+#define AEV__HEAP0 (AEV__HEAP_D - 1)                  /* index of the root */
+#define AEV__HEAP_PARENT(p) (((p) - AEV__HEAP0 - 1) / AEV__HEAP_D + AEV__HEAP0)
+
+/* Pushes when the array has room (len < cap): sift the new entry up. */
+static inline void aev__timer_heap_push_room(aev__timer_heap_t *heap, double when, aev_handle_t *h)
+{
+    aev__timer_entry_t *e = heap->entries;
+    size_t p = AEV__HEAP0 + heap->len++;
+    while (p > AEV__HEAP0) {
+        size_t parent = AEV__HEAP_PARENT(p);
+        if (e[parent].when <= when)
+            break;
+        e[p] = e[parent];
+        p = parent;
+    }
+    e[p].when = when;
+    e[p].handle = h;
+}
 /* The earliest entry (the heap's root lives at index D - 1); only when len > 0. */
 aev__timer_entry_t *aev__timer_heap_top(aev__timer_heap_t *heap);
 aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap);

@@ -33,21 +33,10 @@ static int call_soon_threadsafe(aev_loop_t *loop, const aev_call_options_t *opts
     aev__handle_ext_t *x = malloc(sizeof *x);
     if (!x)
         return -ENOMEM;
+    aev__handle_ext_init(x, loop, opts, cb, arg);
     aev_handle_t *h = &x->base;
-    h->cb = cb;
-    h->arg = arg;
     h->refs = handle_out ? 2 : 1;
-    h->flags = AEV__H_SHARED | AEV__H_EXT;
-    x->loop = loop;
-    x->name = opts ? opts->name : NULL;
-    x->u.when = -1.0;
-    x->future = NULL;
-    if (opts && opts->context) {
-        h->context = aev_context_ref(opts->context);
-    } else {
-        aev_context_t *cur = aev__context_current_raw();
-        h->context = cur ? aev_context_copy(cur) : NULL;
-    }
+    h->flags |= AEV__H_SHARED;
 
     pthread_mutex_lock(&loop->ts_lock);
     int rc = loop->closed ? AEV_ECLOSED : ts_push(loop, h);

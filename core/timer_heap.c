@@ -18,12 +18,9 @@
 
 #include "loop_internal.h"
 
-#ifndef AEV__HEAP_D
-#define AEV__HEAP_D 4
-#endif
 #define D AEV__HEAP_D
-#define HEAP0 (D - 1)
-#define PARENT(p) (((p) - HEAP0 - 1) / D + HEAP0) /* for p > HEAP0 */
+#define HEAP0 AEV__HEAP0
+#define PARENT(p) AEV__HEAP_PARENT(p)
 #define FIRST_CHILD(p) (D * ((p) - HEAP0) + HEAP0 + 1)
 
 static void sift_up(aev__timer_entry_t *e, size_t p, aev__timer_entry_t x)
@@ -116,8 +113,7 @@ int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h)
         if (rc < 0)
             return rc;
     }
-    aev__timer_entry_t x = {.when = when, .handle = h};
-    sift_up(heap->entries, HEAP0 + heap->len++, x);
+    aev__timer_heap_push_room(heap, when, h);
     return 0;
 }
 
