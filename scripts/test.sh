@@ -58,5 +58,23 @@ for poll in epoll poll select; do
 done
 rm -rf "$empty"
 
+# One closing line over every meson test run above (each test once per step).
+summary=$(python3 - build-test/meson-logs/testlog.json build-test/meson-logs/testlog-valgrind.json \
+    build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json <<'PY'
+import json, sys
+ok = bad = skip = 0
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            ok += 1
+        elif r == "SKIP":
+            skip += 1
+        else:
+            bad += 1
+print(f"{ok} passed, {bad} failed, {skip} skipped")
+PY
+)
 echo
 echo "all test steps passed"
+echo "tests: $summary"
