@@ -50,8 +50,6 @@ static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_
         rc = loop->poll->watch(loop->backend, fd, w->events, events);
         if (rc < 0)
             return rc;
-        if (w->events == 0)
-            loop->n_watched++;
         w->events = events;
     }
     aev_handle_t *h = opts ? aev__handle_new_ext(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
@@ -60,12 +58,9 @@ static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_
         if (!(which == AEV_POLL_IN ? w->reader : w->writer)) {
             loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
             w->events &= ~which;
-            if (w->events == 0)
-                loop->n_watched--;
         }
         return -ENOMEM;
     }
-    h->flags |= AEV__H_IO;
     aev_handle_t **slot = which == AEV_POLL_IN ? &w->reader : &w->writer;
     if (*slot) {
         aev_handle_cancel(*slot);
@@ -95,8 +90,6 @@ static int remove_watcher(aev_loop_t *loop, int fd, uint32_t which)
      * watcher is gone all the same. */
     (void)loop->poll->watch(loop->backend, fd, w->events, events);
     w->events = events;
-    if (events == 0)
-        loop->n_watched--;
     aev_handle_cancel(h);
     aev__handle_unref_fast(h);
     return 1;
@@ -207,5 +200,4 @@ void aev__io_close(aev_loop_t *loop)
         w->reader = w->writer = NULL;
         w->events = 0;
     }
-    loop->n_watched = 0;
 }

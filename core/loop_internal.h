@@ -24,7 +24,6 @@ enum {
     AEV__H_TIMER = 0x02,     /* from call_later/call_at */
     AEV__H_IN_HEAP = 0x04,   /* the timer heap holds a reference */
     AEV__H_FUTURE_CB = 0x08, /* a future done callback */
-    AEV__H_IO = 0x10,        /* an fd watcher's handle */
     AEV__H_SHARED = 0x20,    /* from call_soon_threadsafe: atomic refs and flags, malloc'ed */
     AEV__H_EXT = 0x40,       /* an aev__handle_ext_t */
 };
@@ -208,7 +207,6 @@ struct aev_loop {
     /* fd watchers, indexed by fd */
     aev__fd_watch_t *fds;
     int fds_cap;
-    size_t n_watched;
 
     /* state */
     int running;
@@ -336,7 +334,6 @@ void aev__ts_drain(aev_loop_t *loop);
 void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
-void aev__future_run_callbacks(aev_future_t *fut);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
 
 
