@@ -36,8 +36,9 @@ int aev_loop_create_future(aev_loop_t *loop, aev_future_t **out)
     *out = NULL;
     if (!loop)
         return -EINVAL;
-    if (loop->closed)
-        return AEV_ECLOSED;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
     aev_future_t *f = calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
@@ -144,6 +145,9 @@ int aev_future_set_result(aev_future_t *f, void *value, void (*destroy)(void *))
 {
     if (!f)
         return -EINVAL;
+    int rc = aev__check_thread(f->loop);
+    if (rc < 0)
+        return rc;
     if (f->state != FUT_PENDING)
         return AEV_EINVALID_STATE;
     f->value = value;
@@ -155,6 +159,9 @@ int aev_future_set_error(aev_future_t *f, int error, const char *detail)
 {
     if (!f || error >= 0)
         return -EINVAL;
+    int rc = aev__check_thread(f->loop);
+    if (rc < 0)
+        return rc;
     if (f->state != FUT_PENDING)
         return AEV_EINVALID_STATE;
     if (error == AEV_ECANCELLED) /* as CPython: set_exception(CancelledError) is refused */
@@ -166,7 +173,12 @@ int aev_future_set_error(aev_future_t *f, int error, const char *detail)
 
 int aev_future_cancel(aev_future_t *f, const char *message)
 {
-    if (!f || f->state != FUT_PENDING)
+    if (!f)
+        return 0;
+    int rc = aev__check_thread(f->loop);
+    if (rc < 0)
+        return rc;
+    if (f->state != FUT_PENDING)
         return 0;
     f->error = AEV_ECANCELLED;
     f->detail = message ? strdup(message) : NULL;
@@ -220,6 +232,9 @@ int aev_future_add_done_callback_ex(aev_future_t *f, const aev_call_options_t *o
 {
     if (!f || !cb)
         return -EINVAL;
+    int rc = aev__check_thread(f->loop);
+    if (rc < 0)
+        return rc;
     if (f->ncbs == f->capcbs) {
         size_t cap = f->capcbs ? f->capcbs * 2 : 2;
         done_cb_t *n = realloc(f->cbs, cap * sizeof *n);

@@ -101,16 +101,21 @@ const char *aev_loop_plugin_name(const aev_loop_t *loop, const char *family)
 
 /* ---- checks ------------------------------------------------------------------ */
 
-int aev__check_usable(aev_loop_t *loop)
+int aev__check_thread(aev_loop_t *loop)
 {
-    if (AEV__UNLIKELY(loop->closed))
-        return AEV_ECLOSED;
     if (AEV__UNLIKELY(loop->debug) && loop->running && !pthread_equal(loop->thread, pthread_self())) {
         aev__set_detail("non-thread-safe operation invoked on an event loop other than the "
                         "current one (use aev_loop_call_soon_threadsafe)");
         return AEV_EWRONG_THREAD;
     }
     return 0;
+}
+
+int aev__check_usable(aev_loop_t *loop)
+{
+    if (AEV__UNLIKELY(loop->closed))
+        return AEV_ECLOSED;
+    return aev__check_thread(loop);
 }
 
 /* ---- the ready queue ----------------------------------------------------------- */

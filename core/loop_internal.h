@@ -326,6 +326,7 @@ static inline void aev__handle_unref_fast(aev_handle_t *h)
 }
 
 int aev__check_usable(aev_loop_t *loop); /* closed / wrong thread checks for non-threadsafe calls */
+int aev__check_thread(aev_loop_t *loop); /* debug mode: AEV_EWRONG_THREAD from a foreign thread */
 void aev__loop_object_released(aev_loop_t *loop);
 void aev__report_callback_error(aev_loop_t *loop, aev_handle_t *h, int rc);
 void aev__report_plain_error(aev_loop_t *loop, aev_callback_fn cb, void *arg, int rc);

@@ -52,7 +52,9 @@ int aev_future_set_result(aev_future_t *future, void *value, void (*destroy)(voi
 /** Completes the future with error (negative) and an optional detail (copied). */
 int aev_future_set_error(aev_future_t *future, int error, const char *detail);
 
-/** Cancels the future with an optional message. Returns 1 if cancelled now, 0 if already done. */
+/** Cancels the future with an optional message. Returns 1 if cancelled now, 0 if already done
+ *  (or AEV_EWRONG_THREAD, as every call here that changes a future, from a foreign thread in
+ *  debug mode while the loop runs). */
 int aev_future_cancel(aev_future_t *future, const char *message);
 
 /** Returns 1 if the future is done (result, error or cancelled). */

@@ -160,9 +160,13 @@ END_TEST
 
 typedef struct {
     aev_loop_t *loop;
+    aev_future_t *fut; /* created by the loop's thread */
     int rc_soon;
     int rc_later;
     int rc_threadsafe;
+    int rc_create_future;
+    int rc_set_result;
+    int rc_cancel;
     int foreign_ran;
 } foreign_t;
 
@@ -178,6 +182,10 @@ static void *foreign_thread(void *arg)
     foreign_t *f = arg;
     f->rc_soon = aev_loop_call_soon(f->loop, foreign_cb, f, NULL);
     f->rc_later = aev_loop_call_later(f->loop, 0.0, foreign_cb, f, NULL);
+    aev_future_t *other = NULL;
+    f->rc_create_future = aev_loop_create_future(f->loop, &other);
+    f->rc_set_result = aev_future_set_result(f->fut, NULL, NULL);
+    f->rc_cancel = aev_future_cancel(f->fut, "from another thread");
     f->rc_threadsafe = aev_loop_call_soon_threadsafe(f->loop, tu_stop_cb, NULL, NULL);
     return NULL;
 }
@@ -197,10 +205,16 @@ START_TEST(test_debug_detects_foreign_thread)
     aev_loop_t *loop = tu_loop_new();
     aev_loop_set_debug(loop, 1);
     foreign_t f = {.loop = loop, .rc_soon = 1, .rc_later = 1, .rc_threadsafe = 1};
+    ck_assert_int_eq(aev_loop_create_future(loop, &f.fut), 0);
     ck_assert_int_eq(aev_loop_call_soon(loop, spawn_foreign_cb, &f, NULL), 0);
     ck_assert_int_eq(tu_run_guarded(loop, 5.0), 0);
     ck_assert_int_eq(f.rc_soon, AEV_EWRONG_THREAD);
     ck_assert_int_eq(f.rc_later, AEV_EWRONG_THREAD);
+    ck_assert_int_eq(f.rc_create_future, AEV_EWRONG_THREAD);
+    ck_assert_int_eq(f.rc_set_result, AEV_EWRONG_THREAD);
+    ck_assert_int_eq(f.rc_cancel, AEV_EWRONG_THREAD);
+    ck_assert_int_eq(aev_future_done(f.fut), 0);
+    aev_future_unref(f.fut);
     ck_assert_int_eq(f.rc_threadsafe, 0);
     ck_assert_int_eq(f.foreign_ran, 0);
     tu_run_once(loop);
