@@ -94,11 +94,18 @@ static int check_descriptor(const aev_plugin_descriptor_t *d, int family, const 
     return 0;
 }
 
-static int check_ops(int family, const void *ops, char *why, size_t size)
+static int check_ops(const aev_plugin_descriptor_t *d, int family, const void *ops, char *why,
+                     size_t size)
 {
     uint32_t version = *(const uint32_t *)ops;
     if (version < 1) {
         snprintf(why, size, "ops version %u is invalid", version);
+        return -1;
+    }
+    /* Every family's ops begin with (version, caps). */
+    uint32_t caps = ((const uint32_t *)ops)[1];
+    if (caps != d->caps) {
+        snprintf(why, size, "ops caps 0x%x differ from the descriptor's caps 0x%x", caps, d->caps);
         return -1;
     }
     if (family == AEV_FAMILY_POLL) {
@@ -141,7 +148,7 @@ static int activate(const char *path, const aev_plugin_descriptor_t *d, int fami
         snprintf(why, size, "init failed%s%s", aev_error_detail()[0] ? ": " : "", aev_error_detail());
         return AEV_EPLUGIN_REFUSED;
     }
-    if (check_ops(family, ops, why, size) < 0)
+    if (check_ops(d, family, ops, why, size) < 0)
         return AEV_EPLUGIN_REFUSED;
     aev__plugin_t *p = calloc(1, sizeof *p);
     aev__plugin_t **nl = realloc(loaded, (nloaded + 1) * sizeof *nl);

@@ -17,6 +17,7 @@
  *   TP_BAD_OPS        wait is NULL
  *   TP_OLD_OPS        version is 0
  *   TP_NULL_OPS       init returns NULL
+ *   TP_BAD_CAPS       the ops' caps differ from the descriptor's
  */
 #include <stdlib.h>
 
@@ -69,7 +70,11 @@ TP_UNUSED static const aev_poll_ops_t tp_ops = {
 #else
     .version = AEV_POLL_OPS_VERSION,
 #endif
+#ifdef TP_BAD_CAPS
+    .caps = AEV_POLL_CAP_READINESS | AEV_POLL_CAP_FD_LIMIT,
+#else
     .caps = AEV_POLL_CAP_READINESS,
+#endif
     .create = tp_create,
     .destroy = tp_destroy,
     .watch = tp_watch,
@@ -81,7 +86,7 @@ TP_UNUSED static const aev_poll_ops_t tp_ops = {
     .wake = tp_wake,
 };
 
-#if defined(TP_BAD_OPS) || defined(TP_OLD_OPS) || defined(TP_NULL_OPS)
+#if defined(TP_BAD_OPS) || defined(TP_OLD_OPS) || defined(TP_NULL_OPS) || defined(TP_BAD_CAPS)
 #define TP_OPS_FAULT 1
 #endif
 

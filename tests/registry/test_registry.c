@@ -530,6 +530,11 @@ START_TEST(test_bad_ops_refused)
     ck_assert_str_contains(detail, so(TESTDIR, "oldops"));
     ck_assert_str_contains(detail, "version");
 
+    ck_assert_aev_rc(try_loop("badcaps", NULL), AEV_EPLUGIN_REFUSED);
+    detail = aev_error_detail();
+    ck_assert_str_contains(detail, so(TESTDIR, "badcaps"));
+    ck_assert_str_contains(detail, "caps");
+
     int rc = try_loop("nullops", NULL);
     ck_assert_msg(rc < 0, "a plugin whose init returns NULL was accepted");
     ck_assert_str_contains(aev_error_detail(), "nullops");
