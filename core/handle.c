@@ -133,14 +133,7 @@ void aev__handle_ext_init(aev__handle_ext_t *x, aev_loop_t *loop, const aev_call
                           aev_callback_fn cb, void *arg)
 {
     aev_handle_t *h = &x->base;
-    h->cb = cb;
-    h->arg = arg;
-    h->refs = 1;
-    h->flags = AEV__H_EXT;
-    x->loop = loop;
-    x->name = opts ? opts->name : NULL;
-    x->u.when = -1.0;
-    x->future = NULL;
+    aev__handle_ext_fill(x, loop, cb, arg, opts ? opts->name : NULL, 0);
     if (opts && opts->context) {
         h->context = aev_context_ref(opts->context);
     } else {

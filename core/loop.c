@@ -18,8 +18,6 @@
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
 
-
-
 AEV__TLS aev_loop_t *aev__running_loop;
 
 /* ---- creation -------------------------------------------------------------- */
@@ -231,20 +229,13 @@ static inline __attribute__((always_inline)) int call_at_fast(aev_loop_t *loop, 
         return call_at(loop, when, NULL, cb, arg, handle_out);
     aev__handle_ext_t *x = (aev__handle_ext_t *)loop->ext.free[--loop->ext.len];
     aev_handle_t *h = &x->base;
-    h->cb = cb;
-    h->arg = arg;
+    aev__handle_ext_fill(x, loop, cb, arg, NULL, AEV__H_TIMER | AEV__H_IN_HEAP);
     h->context = NULL;
-    h->flags = AEV__H_EXT | AEV__H_TIMER | AEV__H_IN_HEAP;
-    x->loop = loop;
-    x->name = NULL;
     x->u.when = when;
-    x->future = NULL;
     aev__timer_heap_push_room(&loop->timers, when, h);
     if (handle_out) {
-        h->refs = 2;
+        h->refs++;
         *handle_out = h;
-    } else {
-        h->refs = 1;
     }
     return 0;
 }

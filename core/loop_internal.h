@@ -88,6 +88,19 @@ void aev__handle_pool_free(aev__handle_pool_t *pool);
 /* An extended handle (options, timers, done callbacks); NULL on ENOMEM. */
 aev_handle_t *aev__handle_new_ext(aev_loop_t *loop, const aev_call_options_t *opts, aev_callback_fn cb,
                                   void *arg);
+/* Sets an extended handle's fields but the context: one reference, AEV__H_EXT | flags. */
+static inline void aev__handle_ext_fill(aev__handle_ext_t *x, aev_loop_t *loop, aev_callback_fn cb,
+                                        void *arg, const char *name, uint32_t flags)
+{
+    x->base.cb = cb;
+    x->base.arg = arg;
+    x->base.refs = 1;
+    x->base.flags = AEV__H_EXT | flags;
+    x->loop = loop;
+    x->name = name;
+    x->u.when = -1.0;
+    x->future = NULL;
+}
 /* Fills an extended handle: one reference, no flags but AEV__H_EXT, context from opts or
  * a copy of the current one. */
 void aev__handle_ext_init(aev__handle_ext_t *x, aev_loop_t *loop, const aev_call_options_t *opts,
@@ -121,20 +134,24 @@ int aev__timer_heap_push(aev__timer_heap_t *heap, double when, aev_handle_t *h);
 #define AEV__HEAP0 (AEV__HEAP_D - 1)                  /* index of the root */
 #define AEV__HEAP_PARENT(p) (((p) - AEV__HEAP0 - 1) / AEV__HEAP_D + AEV__HEAP0)
 
-/* Pushes when the array has room (len < cap): sift the new entry up. */
-static inline void aev__timer_heap_push_room(aev__timer_heap_t *heap, double when, aev_handle_t *h)
+/* Moves the hole at position p up past later parents, then stores x there. */
+static inline void aev__timer_heap_sift_up(aev__timer_entry_t *e, size_t p, aev__timer_entry_t x)
 {
-    aev__timer_entry_t *e = heap->entries;
-    size_t p = AEV__HEAP0 + heap->len++;
     while (p > AEV__HEAP0) {
         size_t parent = AEV__HEAP_PARENT(p);
-        if (e[parent].when <= when)
+        if (e[parent].when <= x.when)
             break;
         e[p] = e[parent];
         p = parent;
     }
-    e[p].when = when;
-    e[p].handle = h;
+    e[p] = x;
+}
+
+/* Pushes when the array has room (len < cap). */
+static inline void aev__timer_heap_push_room(aev__timer_heap_t *heap, double when, aev_handle_t *h)
+{
+    aev__timer_entry_t x = {.when = when, .handle = h};
+    aev__timer_heap_sift_up(heap->entries, AEV__HEAP0 + heap->len++, x);
 }
 /* The earliest entry (the heap's root lives at index D - 1); only when len > 0. */
 aev__timer_entry_t *aev__timer_heap_top(aev__timer_heap_t *heap);
@@ -192,7 +209,8 @@ struct aev_loop {
     aev__handle_pool_t small;  /* plain handles (32 bytes) */
     aev__handle_pool_t ext;    /* extended handles (64 bytes) */
     aev_handle_t *current_handle; /* the handle whose callback runs now */
-    aev_context_t *cur_ctx;       /* context in effect: current_handle's, else base_ctx */
+    aev_context_t *cur_ctx;       /* context in effect: the running callback's (NULL between
+                                     callbacks and in plain ones), base_ctx outside batches */
     aev_context_t *base_ctx;      /* the running thread's own context */
     aev_context_t *plain_ctx;     /* context created by a var_set in a plain callback */
     aev__timer_heap_t timers;
@@ -286,8 +304,7 @@ static inline aev_handle_t *aev__handle_new_fast(aev_loop_t *loop, aev_callback_
     h->arg = arg;
     h->refs = 1;
     h->flags = 0;
-    aev_loop_t *rl = aev__running_loop;
-    aev_context_t *cur = AEV__LIKELY(rl == loop) ? loop->cur_ctx : aev__context_current_raw();
+    aev_context_t *cur = aev__context_current_raw();
     h->context = AEV__UNLIKELY(cur != NULL) ? aev_context_copy(cur) : NULL;
     return h;
 }

@@ -23,18 +23,6 @@
 #define PARENT(p) AEV__HEAP_PARENT(p)
 #define FIRST_CHILD(p) (D * ((p) - HEAP0) + HEAP0 + 1)
 
-static void sift_up(aev__timer_entry_t *e, size_t p, aev__timer_entry_t x)
-{
-    while (p > HEAP0) {
-        size_t parent = PARENT(p);
-        if (e[parent].when <= x.when)
-            break;
-        e[p] = e[parent];
-        p = parent;
-    }
-    e[p] = x;
-}
-
 /* Sifts x down from position p; end is one past the last used position. */
 static void sift_down(aev__timer_entry_t *e, size_t end, size_t p, aev__timer_entry_t x)
 {
@@ -147,7 +135,7 @@ aev_handle_t *aev__timer_heap_pop(aev__timer_heap_t *heap)
         e[p] = e[best];
         p = best;
     }
-    sift_up(e, p, last);
+    aev__timer_heap_sift_up(e, p, last);
     return top;
 }
 
