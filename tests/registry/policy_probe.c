@@ -1,7 +1,7 @@
 /* policy_probe - prints the policy libaev resolves, one "key=value<TAB>origin"
  * line per setting, then "search=<dir>" lines. test_setuid runs it as a
  * set-user-ID program to check that the AEV_* environment is ignored there.
- * Built with an absolute run path: a secure-execution process ignores $ORIGIN. */
+ * Linked with the core's objects, not libaev.so (see tests/registry/meson.build). */
 #include <aev/aev.h>
 #include <stdio.h>
 
