@@ -11,5 +11,7 @@
 #include "future.h"
 #include "context.h"
 #include "policy.h"
+#include "task.h"
+#include "sock.h"
 
 #endif /* AEV_AEV_H */

@@ -33,7 +33,10 @@ extern "C" {
     X(CONFIG, -4010, "bad configuration")                                                  \
     X(OTHER_LOOP, -4011, "another event loop is running in this thread")                   \
     X(NOT_SUPPORTED, -4012, "not supported by the chosen plugin")                          \
-    X(CALLBACK, -4013, "callback reported an error")
+    X(CALLBACK, -4013, "callback reported an error")                                       \
+    X(NOT_IN_TASK, -4014, "only a task can wait here")                                     \
+    X(SENDFILE_NOT_AVAILABLE, -4015, "sendfile is not available for these files")          \
+    X(SHUTDOWN, -4016, "executor has been shut down")
 
 enum aev_error {
 #define AEV__ERROR_ENUM(name, value, msg) AEV_E##name = (value),
