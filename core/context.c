@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "task_internal.h"
 
 struct aev_context_var {
     char *name;
@@ -184,8 +184,11 @@ aev_context_t *aev_context_current(void)
 aev_context_t **aev__context_current_slot(void)
 {
     aev_loop_t *rl = aev__running_loop;
-    if (rl)
+    if (rl) {
+        if (rl->current_task)
+            return aev__task_context_slot(rl->current_task);
         return rl->current_handle ? &rl->current_handle->context : &rl->plain_ctx;
+    }
     return &aev__thread_context;
 }
 

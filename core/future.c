@@ -5,29 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
-
-enum { FUT_PENDING = 0, FUT_RESULT, FUT_ERROR, FUT_CANCELLED };
-
-typedef struct done_cb {
-    aev_future_callback_fn cb;
-    void *arg;
-    aev_context_t *context;
-    const char *name;
-} done_cb_t;
-
-struct aev_future {
-    aev_loop_t *loop;
-    uint32_t refs;
-    uint8_t state;
-    uint8_t retrieved;
-    int error;
-    char *detail;
-    void *value;
-    void (*destroy)(void *);
-    done_cb_t *cbs;
-    size_t ncbs, capcbs;
-};
+#include "future_internal.h"
 
 int aev_loop_create_future(aev_loop_t *loop, aev_future_t **out)
 {
@@ -64,10 +42,11 @@ void aev_future_unref(aev_future_t *f)
     if (f->state == FUT_ERROR && !f->retrieved) {
         f->refs = 1; /* the handler may look at (and ref/unref) the future */
         aev_exception_context_t ctx = {
-            .message = "Future exception was never retrieved",
+            .message = f->is_task ? "Task exception was never retrieved" : "Future exception was never retrieved",
             .error = f->error,
             .error_detail = f->detail,
             .future = f,
+            .task = f->is_task ? f : NULL,
         };
         aev_loop_call_exception_handler(loop, &ctx);
         if (--f->refs > 0)
@@ -75,7 +54,10 @@ void aev_future_unref(aev_future_t *f)
     }
     for (size_t i = 0; i < f->ncbs; i++)
         aev_context_unref(f->cbs[i].context);
-    free(f->cbs);
+    if (f->cbs != f->cb_inline)
+        free(f->cbs);
+    if (f->is_task)
+        aev__task_release(f);
     if (f->state == FUT_RESULT && f->destroy)
         f->destroy(f->value);
     free(f->detail);
@@ -94,7 +76,13 @@ static void schedule_callbacks(aev_future_t *f)
 {
     aev_loop_t *loop = f->loop;
     size_t n = f->ncbs;
+    done_cb_t one[1];
     done_cb_t *cbs = f->cbs;
+    if (cbs == f->cb_inline) { /* the slot is reused if a callback adds another */
+        if (n)
+            one[0] = f->cb_inline[0];
+        cbs = one;
+    }
     f->cbs = NULL;
     f->ncbs = f->capcbs = 0;
     for (size_t i = 0; i < n; i++) {
@@ -124,7 +112,8 @@ static void schedule_callbacks(aev_future_t *f)
         }
         aev_context_unref(cbs[i].context);
     }
-    free(cbs);
+    if (cbs != one)
+        free(cbs);
 }
 
 /* Runs a done callback: the handle carries the future and the user's function. */
@@ -150,6 +139,15 @@ int aev_future_set_result(aev_future_t *f, void *value, void (*destroy)(void *))
         return rc;
     if (f->state != FUT_PENDING)
         return AEV_EINVALID_STATE;
+    if (f->is_task) {
+        aev__set_detail("a task's outcome is what its function returns: set_result is not supported");
+        return AEV_EINVALID_STATE;
+    }
+    return aev__future_complete_result(f, value, destroy);
+}
+
+int aev__future_complete_result(aev_future_t *f, void *value, void (*destroy)(void *))
+{
     f->value = value;
     f->destroy = destroy;
     return complete(f, FUT_RESULT);
@@ -166,6 +164,15 @@ int aev_future_set_error(aev_future_t *f, int error, const char *detail)
         return AEV_EINVALID_STATE;
     if (error == AEV_ECANCELLED) /* as CPython: set_exception(CancelledError) is refused */
         return -EINVAL;
+    if (f->is_task) {
+        aev__set_detail("a task's outcome is what its function returns: set_error is not supported");
+        return AEV_EINVALID_STATE;
+    }
+    return aev__future_complete_error(f, error, detail);
+}
+
+int aev__future_complete_error(aev_future_t *f, int error, const char *detail)
+{
     f->error = error;
     f->detail = detail ? strdup(detail) : NULL;
     return complete(f, FUT_ERROR);
@@ -180,6 +187,13 @@ int aev_future_cancel(aev_future_t *f, const char *message)
         return rc;
     if (f->state != FUT_PENDING)
         return 0;
+    if (f->is_task)
+        return aev__task_cancel(f, message);
+    return aev__future_cancel_now(f, message);
+}
+
+int aev__future_cancel_now(aev_future_t *f, const char *message)
+{
     f->error = AEV_ECANCELLED;
     f->detail = message ? strdup(message) : NULL;
     complete(f, FUT_CANCELLED);
@@ -236,12 +250,20 @@ int aev_future_add_done_callback_ex(aev_future_t *f, const aev_call_options_t *o
     if (rc < 0)
         return rc;
     if (f->ncbs == f->capcbs) {
-        size_t cap = f->capcbs ? f->capcbs * 2 : 2;
-        done_cb_t *n = realloc(f->cbs, cap * sizeof *n);
-        if (!n)
-            return -ENOMEM;
-        f->cbs = n;
-        f->capcbs = cap;
+        if (f->capcbs == 0) { /* the first callback goes in the future itself */
+            f->cbs = f->cb_inline;
+            f->capcbs = 1;
+        } else {
+            size_t cap = f->capcbs * 2;
+            done_cb_t *n = malloc(cap * sizeof *n);
+            if (!n)
+                return -ENOMEM;
+            memcpy(n, f->cbs, f->ncbs * sizeof *n);
+            if (f->cbs != f->cb_inline)
+                free(f->cbs);
+            f->cbs = n;
+            f->capcbs = cap;
+        }
     }
     done_cb_t *d = &f->cbs[f->ncbs++];
     d->cb = cb;

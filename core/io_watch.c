@@ -201,3 +201,63 @@ void aev__io_close(aev_loop_t *loop)
         w->events = 0;
     }
 }
+
+/* ---- watchers owned by the core (tasks waiting on sockets) ------------------------ */
+
+int aev__io_watch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg)
+{
+    if (fd < 0) {
+        aev__set_detail("invalid file descriptor %d", fd);
+        return -EBADF;
+    }
+    if (fd < loop->fds_cap) {
+        aev_handle_t *cur = which == AEV_POLL_IN ? loop->fds[fd].reader : loop->fds[fd].writer;
+        if (cur) {
+            if (cur->cb == cb && cur->arg == arg && !(cur->flags & AEV__H_CANCELLED))
+                return 0; /* still registered from the previous wait: nothing to do */
+            aev__set_detail("fd %d already has a %s (another operation or add_%s)", fd,
+                            which == AEV_POLL_IN ? "reader" : "writer",
+                            which == AEV_POLL_IN ? "reader" : "writer");
+            return AEV_EINVALID_STATE;
+        }
+    }
+    int rc = ensure_fd(loop, fd);
+    if (rc < 0)
+        return rc;
+    aev__fd_watch_t *w = &loop->fds[fd];
+    uint32_t events = w->events | which;
+    if (events != w->events) {
+        rc = loop->poll->watch(loop->backend, fd, w->events, events);
+        if (rc < 0)
+            return rc;
+        w->events = events;
+    }
+    aev_handle_t *h = aev__handle_new_fast(loop, cb, arg);
+    if (!h) {
+        loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
+        w->events &= ~which;
+        return -ENOMEM;
+    }
+    /* the task switches to its own context: the watcher needs none */
+    aev_context_unref(h->context);
+    h->context = NULL;
+    if (which == AEV_POLL_IN)
+        w->reader = h;
+    else
+        w->writer = h;
+    return 0;
+}
+
+int aev__io_owns(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg)
+{
+    if (fd < 0 || fd >= loop->fds_cap)
+        return 0;
+    aev_handle_t *cur = which == AEV_POLL_IN ? loop->fds[fd].reader : loop->fds[fd].writer;
+    return cur && cur->cb == cb && cur->arg == arg && !(cur->flags & AEV__H_CANCELLED);
+}
+
+void aev__io_unwatch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg)
+{
+    if (aev__io_owns(loop, fd, which, cb, arg))
+        remove_watcher(loop, fd, which);
+}

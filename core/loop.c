@@ -11,12 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "task_internal.h"
 
 #define AEV__EVENTS_MAX 256
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
 #define AEV__CLOCK_RESOLUTION 1e-9
 #define AEV__MIN_HEAP_FOR_COMPACT 100
+#define AEV__CLOCK_SKIP_MAX 8
 
 AEV__TLS aev_loop_t *aev__running_loop;
 
@@ -57,6 +58,8 @@ int aev_loop_new(const aev_loop_options_t *opts, aev_loop_t **out)
     loop->slow_calls = loop->debug;
     loop->slow_callback_duration = 0.1;
     loop->poll_interval = 20e-6;
+    loop->stacks.max = 256;
+    loop->stacks.usable = aev__stack_size(0);
     loop->small.size = sizeof(aev_handle_t);
     loop->ext.size = sizeof(aev__handle_ext_t);
     loop->ready_mask = 255;
@@ -322,6 +325,12 @@ static void run_ready(aev_loop_t *loop)
     while (ntodo-- > 0) {
         aev__ready_entry_t e = loop->ready[loop->ready_head++ & loop->ready_mask];
         if (AEV__LIKELY(e.cb != NULL)) {
+            if (e.cb == aev__task_step_cb && !debug) {
+                /* a task's step, switched to right here: the task's return to its own
+                 * caller is then predicted (no call of ours is left on the return stack) */
+                aev__task_step(loop, e.arg);
+                continue;
+            }
             if (AEV__UNLIKELY(debug)) {
                 run_debug(loop, NULL, e.cb, e.arg);
             } else {
@@ -378,7 +387,7 @@ static int64_t poll_timeout_ns(aev_loop_t *loop, double now)
     return (double)r < ns ? r + 1 : r; /* round up: never wake before the timer is due */
 }
 
-static void run_once(aev_loop_t *loop)
+void aev__loop_run_once(aev_loop_t *loop)
 {
     /* Re-arm wake-ups, then look at the queue (seq_cst on both sides: either we
      * see a call queued after this point, or its thread sees wake_pending == 0
@@ -398,6 +407,17 @@ static void run_once(aev_loop_t *loop)
         aev__handle_unref_fast(h);
     }
 
+    /* Callbacks are ready, no timer can be due and the last poll was a few iterations
+     * ago: this iteration needs neither the clock nor a poll. Reading the clock costs
+     * more than a short iteration (about 25 ns here), so it is read at least every
+     * AEV__CLOCK_SKIP_MAX iterations, not every one (with poll interval 0, every one). */
+    if (loop->ready_tail != loop->ready_head && timers->len == 0 && !loop->stopping &&
+        loop->poll_interval > 0 && loop->clock_skips < AEV__CLOCK_SKIP_MAX) {
+        loop->clock_skips++;
+        run_ready(loop);
+        return;
+    }
+    loop->clock_skips = 0;
     double now = aev__now();
     int64_t timeout = poll_timeout_ns(loop, now);
     /* While callbacks are ready, poll at most every poll_interval seconds: a zero-timeout
@@ -437,7 +457,7 @@ static void run_once(aev_loop_t *loop)
     run_ready(loop);
 }
 
-static int run_begin(aev_loop_t *loop)
+int aev__loop_run_begin(aev_loop_t *loop)
 {
     if (!loop)
         return -EINVAL;
@@ -455,7 +475,7 @@ static int run_begin(aev_loop_t *loop)
     return 0;
 }
 
-static void run_end(aev_loop_t *loop)
+void aev__loop_run_end(aev_loop_t *loop)
 {
     if (loop->plain_ctx)
         plain_ctx_release(loop);
@@ -466,15 +486,15 @@ static void run_end(aev_loop_t *loop)
 
 int aev_loop_run_forever(aev_loop_t *loop)
 {
-    int rc = run_begin(loop);
+    int rc = aev__loop_run_begin(loop);
     if (rc < 0)
         return rc;
     for (;;) {
-        run_once(loop);
+        aev__loop_run_once(loop);
         if (loop->stopping)
             break;
     }
-    run_end(loop);
+    aev__loop_run_end(loop);
     return 0;
 }
 
@@ -572,6 +592,10 @@ int aev_loop_close(aev_loop_t *loop)
         return AEV_ERUNNING;
     if (loop->closed)
         return 0;
+    /* Tasks still pending are cancelled and run to their end first (asyncio.run does so
+     * before closing; shutdown_asyncgens has no C counterpart). */
+    if (loop->ntasks)
+        aev_loop_shutdown_tasks(loop);
     if (loop->debug) {
         uint32_t pending = loop->ready_tail - loop->ready_head;
         if (pending || loop->timers.len)
@@ -598,6 +622,7 @@ int aev_loop_close(aev_loop_t *loop)
 
 void aev__loop_destroy(aev_loop_t *loop)
 {
+    aev__tasks_loop_free(loop);
     aev__handle_pool_free(&loop->small);
     aev__handle_pool_free(&loop->ext);
     aev__timer_heap_free(&loop->timers);

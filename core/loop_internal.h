@@ -11,6 +11,7 @@
 
 #include "aev/aev.h"
 #include "aev/plugin.h"
+#include "fiber.h"
 
 #define AEV__LIKELY(x) __builtin_expect(!!(x), 1)
 #define AEV__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -220,6 +221,7 @@ struct aev_loop {
     int events_cap;
     double last_poll;
     double poll_interval;
+    uint32_t clock_skips; /* iterations since the clock was last read (see run_once) */
     int last_poll_error;
 
     /* fd watchers, indexed by fd */
@@ -243,6 +245,16 @@ struct aev_loop {
     size_t ts_len, ts_cap;
     atomic_size_t ts_count;
     atomic_int wake_pending;
+
+    /* tasks (task.c) */
+    struct aev__task *current_task; /* the task running now, on its own stack */
+    struct aev__task *tasks;        /* tasks not yet done (a list) */
+    size_t ntasks;
+    uint64_t task_counter;          /* for "Task-<n>" names */
+    aev__fiber_home_t fiber_home;   /* the loop's side of task switches */
+    aev__stack_cache_t stacks;
+    aev_task_factory_fn task_factory;
+    void *task_factory_data;
 
     /* error handling */
     aev_exception_handler_fn exc_handler;
@@ -352,7 +364,17 @@ void aev__ts_drain(aev_loop_t *loop);
 void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
+/* Watchers the core itself owns (cb, arg identify them): watch keeps an existing one of the
+ * same owner (0), refuses another one (AEV_EINVALID_STATE), or adds one. */
+int aev__io_watch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg);
+int aev__io_owns(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg);
+void aev__io_unwatch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg);
+/* One iteration of the loop, and the bracket around running it (loop.c). */
+int aev__loop_run_begin(aev_loop_t *loop);
+void aev__loop_run_once(aev_loop_t *loop);
+void aev__loop_run_end(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
+void aev__tasks_loop_free(aev_loop_t *loop); /* stacks and task state at destroy */
 
 
 

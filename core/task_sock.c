@@ -1,0 +1,196 @@
+/* libaev core - socket operations awaited from a task (await loop.sock_recv()
+ * and friends): try the system call, and when it would block, suspend the task
+ * until the socket is ready, then try again.
+ *
+ * The watcher a task waits on stays registered while the task waits on the
+ * same socket and direction again right after it is resumed (a receive loop),
+ * so a busy connection costs no epoll_ctl. A receive that came back short
+ * means the socket is very likely drained: the next receive waits for
+ * readiness first instead of failing with EAGAIN (DESIGN: "reads are not
+ * retried into EAGAIN"). */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include "task_internal.h"
+
+static int check_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (!(fl & O_NONBLOCK)) {
+        aev__set_detail("the socket must be non-blocking (fd %d)", fd);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The running task, and the checks on fd, unless the task has held fd since it checked. */
+static aev__task_t *begin(aev_loop_t **loop, int fd, int *rc)
+{
+    aev__task_t *t = aev__task_self(loop);
+    if (!t) {
+        *rc = AEV_ENOT_IN_TASK;
+        return NULL;
+    }
+    if (fd < 0) {
+        aev__set_detail("invalid file descriptor %d", fd);
+        *rc = -EBADF;
+        return NULL;
+    }
+    *rc = aev__task_holds_fd(*loop, t, fd) ? 0 : check_nonblocking(fd);
+    return *rc < 0 ? NULL : t;
+}
+
+ssize_t aev_task_sock_recv(int fd, void *buf, size_t n)
+{
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    if (aev__task_expect_drained(loop, t, fd)) {
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        if (rc < 0)
+            return rc;
+    }
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, 0);
+        if (r >= 0) {
+            t->short_read_fd = r > 0 && (size_t)r < n ? fd : -1;
+            return r;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+ssize_t aev_task_sock_recvfrom(int fd, void *buf, size_t n, struct sockaddr *addr, socklen_t *addrlen)
+{
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    socklen_t cap = addrlen ? *addrlen : 0;
+    for (;;) {
+        if (addrlen)
+            *addrlen = cap;
+        ssize_t r = recvfrom(fd, buf, n, 0, addrlen ? addr : NULL, addrlen);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+ssize_t aev_task_sock_sendall(int fd, const void *buf, size_t n, size_t *sent)
+{
+    if (sent)
+        *sent = 0;
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL);
+        if (r >= 0) {
+            done += (size_t)r;
+            if (sent)
+                *sent = done;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_OUT);
+        if (rc < 0)
+            return rc;
+    }
+    return (ssize_t)n;
+}
+
+ssize_t aev_task_sock_sendto(int fd, const void *buf, size_t n, const struct sockaddr *addr, socklen_t addrlen)
+{
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    for (;;) {
+        ssize_t r = sendto(fd, buf, n, MSG_NOSIGNAL, addr, addrlen);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_OUT);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int aev_task_sock_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    if (!addr) {
+        aev__set_detail("sock_connect needs an address");
+        return -EINVAL;
+    }
+    if (connect(fd, addr, addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EINTR)
+        return -errno;
+    /* the connection goes on in the background: writable means it is decided */
+    rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_OUT);
+    if (rc < 0)
+        return rc;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return err ? -err : 0;
+}
+
+int aev_task_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    aev_loop_t *loop;
+    int rc;
+    aev__task_t *t = begin(&loop, fd, &rc);
+    if (!t)
+        return rc;
+    socklen_t cap = addrlen ? *addrlen : 0;
+    for (;;) {
+        if (addrlen)
+            *addrlen = cap;
+        int c = accept4(fd, addrlen ? addr : NULL, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0)
+            return c;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        if (rc < 0)
+            return rc;
+    }
+}
