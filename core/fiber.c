@@ -156,7 +156,7 @@ static inline void *stack_lo(const aev__stack_t *s)
     return (char *)s->map + page_size();
 }
 
-static inline size_t stack_usable(const aev__stack_t *s)
+static inline __attribute__((unused)) size_t stack_usable(const aev__stack_t *s)
 {
     return (size_t)((char *)s - (char *)stack_lo(s));
 }

@@ -96,6 +96,7 @@ int aev_task_new(aev_loop_t *loop, const aev_task_options_t *opts, aev_task_fn f
     t->num = ++loop->task_counter;
     t->stack_request = opts ? opts->stack_size : 0;
     t->short_read_fd = -1;
+    t->checked_fd = -1;
     if (opts && opts->context) {
         t->context = aev_context_ref(opts->context);
     } else {

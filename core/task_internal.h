@@ -30,6 +30,7 @@ typedef struct aev__task {
     int wait_fd;              /* AEV__W_FD */
     uint32_t wait_dir;        /* AEV_POLL_IN or AEV_POLL_OUT */
     int short_read_fd;        /* the fd whose last receive came back short (-1: none) */
+    int checked_fd;           /* the fd last found non-blocking (-1: none) */
     int rc;                   /* what fn returned */
     void *ret_value;
     void (*ret_destroy)(void *);

@@ -26,7 +26,10 @@ static int check_nonblocking(int fd)
     return 0;
 }
 
-/* The running task, and the checks on fd, unless the task has held fd since it checked. */
+/* The running task, and the checks on fd. A task that just checked fd (its last
+ * operation was on fd) or holds a watcher on it skips the fcntl: receives and sends
+ * also pass MSG_DONTWAIT, so even a socket made blocking behind the task's back never
+ * blocks the loop. */
 static aev__task_t *begin(aev_loop_t **loop, int fd, int *rc)
 {
     aev__task_t *t = aev__task_self(loop);
@@ -39,8 +42,15 @@ static aev__task_t *begin(aev_loop_t **loop, int fd, int *rc)
         *rc = -EBADF;
         return NULL;
     }
-    *rc = aev__task_holds_fd(*loop, t, fd) ? 0 : check_nonblocking(fd);
-    return *rc < 0 ? NULL : t;
+    if (t->checked_fd == fd || aev__task_holds_fd(*loop, t, fd)) {
+        *rc = 0;
+        return t;
+    }
+    *rc = check_nonblocking(fd);
+    if (*rc < 0)
+        return NULL;
+    t->checked_fd = fd;
+    return t;
 }
 
 ssize_t aev_task_sock_recv(int fd, void *buf, size_t n)
@@ -56,7 +66,7 @@ ssize_t aev_task_sock_recv(int fd, void *buf, size_t n)
             return rc;
     }
     for (;;) {
-        ssize_t r = recv(fd, buf, n, 0);
+        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
         if (r >= 0) {
             t->short_read_fd = r > 0 && (size_t)r < n ? fd : -1;
             return r;
@@ -82,7 +92,7 @@ ssize_t aev_task_sock_recvfrom(int fd, void *buf, size_t n, struct sockaddr *add
     for (;;) {
         if (addrlen)
             *addrlen = cap;
-        ssize_t r = recvfrom(fd, buf, n, 0, addrlen ? addr : NULL, addrlen);
+        ssize_t r = recvfrom(fd, buf, n, MSG_DONTWAIT, addrlen ? addr : NULL, addrlen);
         if (r >= 0)
             return r;
         if (errno == EINTR)
@@ -106,7 +116,7 @@ ssize_t aev_task_sock_sendall(int fd, const void *buf, size_t n, size_t *sent)
         return rc;
     size_t done = 0;
     while (done < n) {
-        ssize_t r = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL);
+        ssize_t r = send(fd, (const char *)buf + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0) {
             done += (size_t)r;
             if (sent)
@@ -132,7 +142,7 @@ ssize_t aev_task_sock_sendto(int fd, const void *buf, size_t n, const struct soc
     if (!t)
         return rc;
     for (;;) {
-        ssize_t r = sendto(fd, buf, n, MSG_NOSIGNAL, addr, addrlen);
+        ssize_t r = sendto(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT, addr, addrlen);
         if (r >= 0)
             return r;
         if (errno == EINTR)
