@@ -252,6 +252,9 @@ struct aev_loop {
     aev_policy_t *policy;
     const aev__plugin_t *poll_plugin;
     struct aev_plugin_context poll_ctx;
+
+    /* Unix signals (signal.c): NULL until the first add_signal_handler */
+    struct aev__signals *signals;
 };
 
 /* Monotonic time in seconds. */
@@ -353,6 +356,7 @@ void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
+void aev__signal_close(aev_loop_t *loop); /* gives back the loop's signals (while still open) */
 
 
 
