@@ -87,6 +87,7 @@ static int on_wake(aev_loop_t *loop, void *arg)
     char buf[64];
     while (read(s->rfd, buf, sizeof buf) > 0) {
     }
+    int err = 0;
     for (int sig = 1; sig < NSIG; sig++) {
         aev_handle_t *h = s->handlers[sig];
         if (!h)
@@ -95,15 +96,17 @@ static int on_wake(aev_loop_t *loop, void *arg)
         for (; n > 0; n--) {
             int rc = aev__ready_push(loop, h);
             if (rc < 0) {
-                /* the arrivals not queued are reported, not retried */
-                aev__set_detail("signal %d: %u arrivals dropped: no memory to queue their handler",
-                                sig, n);
-                return rc;
+                /* the arrivals not queued are reported (once), not retried */
+                if (!err)
+                    aev__set_detail("signal %d: %u arrivals dropped: cannot queue their handler",
+                                    sig, n);
+                err = err ? err : rc;
+                break;
             }
             h->refs++;
         }
     }
-    return 0;
+    return err;
 }
 
 static const char *signal_name(int sig)

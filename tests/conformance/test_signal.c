@@ -341,6 +341,13 @@ START_TEST(test_invalid_and_uncatchable_refused)
                       aev_error_detail());
         ck_assert_int_eq(aev_loop_remove_signal_handler(loop, uncatchable[i]), 0);
     }
+    if (SIGRTMIN > 32) {
+        /* glibc keeps signal 32 for its threads: sigaction refuses it */
+        ck_assert_int_eq(aev_loop_add_signal_handler(loop, 32, rec_cb, &rec), -EINVAL);
+        ck_assert_msg(strstr(aev_error_detail(), "cannot be caught") != NULL, "detail \"%s\"",
+                      aev_error_detail());
+        ck_assert_int_eq(aev_loop_remove_signal_handler(loop, 32), 0);
+    }
     ck_assert_int_eq(aev_loop_add_signal_handler(loop, SIGUSR1, NULL, &rec), -EINVAL);
     ck_assert_int_eq(aev_loop_add_signal_handler(NULL, SIGUSR1, rec_cb, &rec), -EINVAL);
     ck_assert_int_eq(aev_loop_remove_signal_handler(NULL, SIGUSR1), -EINVAL);
