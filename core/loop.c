@@ -602,6 +602,8 @@ int aev_loop_close(aev_loop_t *loop)
             aev_log(AEV_LOG_WARNING, "aev", "closing the loop discards %u pending callbacks and %zu timers",
                     pending, loop->timers.len - loop->timers.cancelled);
     }
+    /* Give back the loop's signals (their dispositions restored) while it is open. */
+    aev__signal_close(loop);
     /* Refuse threadsafe calls first, then drop everything queued. */
     pthread_mutex_lock(&loop->ts_lock);
     loop->closed = 1;

@@ -264,6 +264,9 @@ struct aev_loop {
     aev_policy_t *policy;
     const aev__plugin_t *poll_plugin;
     struct aev_plugin_context poll_ctx;
+
+    /* Unix signals (signal.c): NULL until the first add_signal_handler */
+    struct aev__signals *signals;
 };
 
 /* Monotonic time in seconds. */
@@ -375,6 +378,7 @@ void aev__loop_run_once(aev_loop_t *loop);
 void aev__loop_run_end(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
 void aev__tasks_loop_free(aev_loop_t *loop); /* stacks and task state at destroy */
+void aev__signal_close(aev_loop_t *loop); /* gives back the loop's signals (while still open) */
 
 
 
