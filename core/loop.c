@@ -94,6 +94,8 @@ const char *aev_loop_plugin_name(const aev_loop_t *loop, const char *family)
         return NULL;
     if (strcmp(family, "poll") == 0)
         return loop->poll_plugin->desc->name;
+    if (strcmp(family, "exec") == 0)
+        return aev__executor_loop_plugin_name(loop);
     return NULL;
 }
 
@@ -578,6 +580,8 @@ int aev_loop_close(aev_loop_t *loop)
             aev_log(AEV_LOG_WARNING, "aev", "closing the loop discards %u pending callbacks and %zu timers",
                     pending, loop->timers.len - loop->timers.cancelled);
     }
+    /* The default executor: shut down without waiting; later results are dropped. */
+    aev__executor_loop_close(loop);
     /* Refuse threadsafe calls first, then drop everything queued. */
     pthread_mutex_lock(&loop->ts_lock);
     loop->closed = 1;
@@ -598,6 +602,7 @@ int aev_loop_close(aev_loop_t *loop)
 
 void aev__loop_destroy(aev_loop_t *loop)
 {
+    aev__executor_loop_destroy(loop); /* waits for the default executor's threads */
     aev__handle_pool_free(&loop->small);
     aev__handle_pool_free(&loop->ext);
     aev__timer_heap_free(&loop->timers);

@@ -252,6 +252,9 @@ struct aev_loop {
     aev_policy_t *policy;
     const aev__plugin_t *poll_plugin;
     struct aev_plugin_context poll_ctx;
+
+    /* executors (core/executor.c): NULL until first used */
+    struct aev__exec_link *exec;
 };
 
 /* Monotonic time in seconds. */
@@ -353,6 +356,14 @@ void aev__ts_discard(aev_loop_t *loop);
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__io_close(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
+
+/* executors (core/executor.c) */
+typedef struct aev__exec_link aev__exec_link_t;
+/* close: shuts the default executor down without waiting; results arriving later are dropped */
+void aev__executor_loop_close(aev_loop_t *loop);
+/* destroy: waits for the default executor's threads, frees it */
+void aev__executor_loop_destroy(aev_loop_t *loop);
+const char *aev__executor_loop_plugin_name(const aev_loop_t *loop);
 
 
 

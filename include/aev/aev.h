@@ -13,5 +13,6 @@
 #include "policy.h"
 #include "task.h"
 #include "sock.h"
+#include "executor.h"
 
 #endif /* AEV_AEV_H */
