@@ -343,7 +343,6 @@ START_TEST(test_fifo_order_single_worker)
     aev_loop_t *loop = tu_loop_new();
     aev_executor_t *ex = executor_new(1);
     enum { N = 8 };
-    int seq = 0;
     thread_arg_t args[N];
     aev_future_t *futs[N];
     for (int i = 0; i < N; i++) {
@@ -359,7 +358,6 @@ START_TEST(test_fifo_order_single_worker)
         ck_assert_int_ne(pthread_equal(args[i].worker, args[0].worker), 0);
         aev_future_unref(futs[i]);
     }
-    (void)seq;
     aev_executor_free(ex);
     tu_loop_free(loop);
 }
@@ -604,11 +602,6 @@ START_TEST(test_close_with_work_running)
 }
 END_TEST
 
-static int after_close_done(void)
-{
-    return 0;
-}
-
 START_TEST(test_custom_executor_outlives_loop)
 {
     aev_executor_t *ex = executor_new(2);
@@ -624,7 +617,6 @@ START_TEST(test_custom_executor_outlives_loop)
     aev_executor_free(ex);
     ck_assert_int_eq(atomic_get(&ran_count), 1);
     ck_assert_int_eq(atomic_get(&destroyed_count), 1);
-    (void)after_close_done;
 }
 END_TEST
 
