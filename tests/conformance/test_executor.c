@@ -620,6 +620,29 @@ START_TEST(test_custom_executor_outlives_loop)
 }
 END_TEST
 
+START_TEST(test_close_during_shutdown_default)
+{
+    aev_loop_t *loop = tu_loop_new();
+    aev_future_t *f = NULL, *sd = NULL;
+    ck_assert_int_eq(aev_loop_run_in_executor(loop, NULL, work_gated, NULL, &f), 0);
+    gate_wait_for(1);
+    ck_assert_int_eq(aev_loop_shutdown_default_executor(loop, -1, &sd), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_done(sd), 0); /* the joiner waits for the blocked work */
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    aev_future_unref(sd);
+    pthread_t opener;
+    ck_assert_int_eq(pthread_create(&opener, NULL, gate_open_later, NULL), 0);
+    /* the application still holds f: the loop goes when f goes, and then joins */
+    aev_loop_free(loop);
+    pthread_join(opener, NULL);
+    ck_assert_int_eq(aev_future_done(f), 0); /* no result reaches a closed loop's future */
+    aev_future_unref(f);
+    ck_assert_int_eq(atomic_get(&ran_count), 1);
+    ck_assert_int_eq(atomic_get(&destroyed_count), 1);
+}
+END_TEST
+
 /* ---- configuration ------------------------------------------------------------------------- */
 
 START_TEST(test_max_workers_from_config)
@@ -717,6 +740,7 @@ static Suite *executor_suite(void)
     TU_ADD(s, test_set_default_executor);
     TU_ADD(s, test_close_with_work_running);
     TU_ADD(s, test_custom_executor_outlives_loop);
+    TU_ADD(s, test_close_during_shutdown_default);
     TU_ADD(s, test_max_workers_from_config);
     TU_ADD(s, test_default_max_workers);
     TU_ADD(s, test_max_workers_bad_config);
