@@ -141,8 +141,10 @@ static int work_count(void *arg, aev_work_result_t *res)
     return 0;
 }
 
-/* Concurrency probe: each item waits until `want` items run at once (or 0.3 s passed). */
+/* Concurrency probe: each item waits until `want` items have run at once (or concurrent_wait
+ * seconds passed), keeping its worker busy so that the pool must use more threads. */
 static int concurrent_now, concurrent_max, concurrent_want;
+static double concurrent_wait = 0.2;
 
 static int work_concurrent(void *arg, aev_work_result_t *res)
 {
@@ -153,8 +155,8 @@ static int work_concurrent(void *arg, aev_work_result_t *res)
     while (now > seen && !__atomic_compare_exchange_n(&concurrent_max, &seen, now, 0,
                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
     }
-    double limit = tu_now() + 0.3;
-    while (atomic_get(&concurrent_now) < concurrent_want && tu_now() < limit)
+    double limit = tu_now() + concurrent_wait;
+    while (atomic_get(&concurrent_max) < concurrent_want && tu_now() < limit)
         tu_sleep(0.002);
     tu_sleep(0.005);
     __atomic_sub_fetch(&concurrent_now, 1, __ATOMIC_SEQ_CST);
@@ -322,6 +324,7 @@ START_TEST(test_max_workers_respected)
     aev_loop_t *loop = tu_loop_new();
     aev_executor_t *ex = executor_new(3);
     concurrent_want = 3;
+    concurrent_wait = 5.0; /* reached at once unless the machine is very busy */
     enum { N = 12 };
     aev_future_t *futs[N];
     for (int i = 0; i < N; i++)
