@@ -267,6 +267,8 @@ struct aev_loop {
 
     /* Unix signals (signal.c): NULL until the first add_signal_handler */
     struct aev__signals *signals;
+    /* executors (core/executor.c): NULL until first used */
+    struct aev__exec_link *exec;
 };
 
 /* Monotonic time in seconds. */
@@ -379,6 +381,14 @@ void aev__loop_run_end(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
 void aev__tasks_loop_free(aev_loop_t *loop); /* stacks and task state at destroy */
 void aev__signal_close(aev_loop_t *loop); /* gives back the loop's signals (while still open) */
+
+/* executors (core/executor.c) */
+typedef struct aev__exec_link aev__exec_link_t;
+/* close: shuts the default executor down without waiting; results arriving later are dropped */
+void aev__executor_loop_close(aev_loop_t *loop);
+/* destroy: waits for the default executor's threads, frees it */
+void aev__executor_loop_destroy(aev_loop_t *loop);
+const char *aev__executor_loop_plugin_name(const aev_loop_t *loop);
 
 
 

@@ -119,6 +119,15 @@ static int check_ops(const aev_plugin_descriptor_t *d, int family, const void *o
             return -1;
         }
     }
+    if (family == AEV_FAMILY_EXEC) {
+        const aev_exec_ops_t *x = ops;
+        const char *missing = !x->create ? "create" : !x->submit ? "submit" : !x->shutdown ? "shutdown"
+                              : !x->max_workers ? "max_workers" : !x->destroy ? "destroy" : NULL;
+        if (missing) {
+            snprintf(why, size, "exec ops lack %s", missing);
+            return -1;
+        }
+    }
     return 0;
 }
 

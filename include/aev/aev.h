@@ -14,5 +14,6 @@
 #include "task.h"
 #include "sock.h"
 #include "signals.h"
+#include "executor.h"
 
 #endif /* AEV_AEV_H */

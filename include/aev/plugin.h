@@ -333,22 +333,49 @@ typedef struct aev_proc_ops {
     void (*release)(aev_proc_backend_t *backend, aev_proc_child_t *child);
 } aev_proc_ops_t;
 
-/* ---- family "exec": executors --------------------------------------------- *
- * Provisional until the first executor plugin lands. */
+/* ---- family "exec": executors ---------------------------------------------
+ *
+ * An executor plugin runs work items on threads of its own. The core wraps
+ * each aev_loop_run_in_executor() call in one item and does all the loop-side
+ * work (futures, cancellation, reporting back to the loop thread), so a pool
+ * only has to run opaque items:
+ *
+ *  - item(arg, 1) runs the item (on a worker thread, never on the thread that
+ *    called submit(), and never while holding a lock the pool needs);
+ *  - item(arg, 0) tells the core the item will never run (shutdown() with
+ *    cancel_pending); it must not block.
+ * Every submitted item is called exactly once, one way or the other, before
+ * shutdown(pool, 1, ...) returns. Items start in submission order (FIFO).
+ * Everything but create and destroy may be called from any thread, at the same
+ * time as other calls. Worker threads should block signals (the application
+ * handles them on its own threads). */
 
 typedef struct aev_exec_pool aev_exec_pool_t;
+
+/* One work item: run is 1 to run it, 0 when it is dropped unrun. */
+typedef void (*aev_exec_item_fn)(void *arg, int run);
 
 #define AEV_EXEC_OPS_VERSION 1
 
 typedef struct aev_exec_ops {
-    uint32_t version;
-    uint32_t caps;
-    int (*create)(const aev_host_t *host, const aev_plugin_context_t *ctx, aev_exec_pool_t **out);
-    /* Runs work(arg) on a worker thread; the work reports back with call_soon_threadsafe. */
-    int (*submit)(aev_exec_pool_t *pool, void (*work)(void *arg), void *arg);
-    /* Stops accepting work and joins the workers, waiting at most timeout s (<0: forever).
-     * Returns 0, or -ETIMEDOUT if workers were still busy when the time ran out. */
-    int (*shutdown)(aev_exec_pool_t *pool, double timeout);
+    uint32_t version; /* AEV_EXEC_OPS_VERSION the plugin implements */
+    uint32_t caps;    /* none defined yet: 0 */
+    /* Creates a pool of at most max_workers threads; 0 means the plugin's default (its option
+     * "max_workers" in [exec.<name>], else its own default). Threads may start lazily, as
+     * work arrives. A bad option: -EINVAL with a detail naming the key and the value. */
+    int (*create)(const aev_host_t *host, const aev_plugin_context_t *ctx, int max_workers,
+                  aev_exec_pool_t **out);
+    /* Queues item for a worker thread. 0, AEV_ESHUTDOWN after shutdown(), -ENOMEM, or
+     * another negative errno when no worker could be started (the item is then not taken). */
+    int (*submit)(aev_exec_pool_t *pool, aev_exec_item_fn item, void *arg);
+    /* Stops accepting work (idempotent). cancel_pending: calls item(arg, 0) for every item
+     * not started yet, on the calling thread, before returning. wait: returns only when every
+     * worker thread has finished and been joined (several threads may wait at once); without
+     * wait it never blocks on work. Queued items that were not cancelled still run. Returns 0. */
+    int (*shutdown)(aev_exec_pool_t *pool, int wait, int cancel_pending);
+    /* The most worker threads the pool runs at once. */
+    int (*max_workers)(const aev_exec_pool_t *pool);
+    /* shutdown(pool, 1, 0), then frees the pool. Nothing else may use the pool then. */
     void (*destroy)(aev_exec_pool_t *pool);
 } aev_exec_ops_t;
 
