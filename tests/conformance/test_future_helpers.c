@@ -965,6 +965,67 @@ START_TEST(test_wait_bad_input)
 }
 END_TEST
 
+/* ======================================================================== */
+/* shared values across loops in threads                                     */
+/* ======================================================================== */
+
+/* The same value pointer shared by outer futures of two loops, each run by its own thread:
+ * every outer future keeps its own loop's inner future alive, and releasing it in its thread
+ * releases only that loop's futures (ASan/TSan/valgrind check the bookkeeping). */
+static int shared_value = 11;
+
+typedef struct thread_run {
+    int iterations;
+    int ok;
+} thread_run_t;
+
+static void thread_destroy(void *value)
+{
+    (void)value; /* a static value: nothing to free, but the inner owns it */
+}
+
+static void *helpers_thread(void *arg)
+{
+    thread_run_t *t = arg;
+    aev_loop_t *loop = NULL;
+    if (aev_loop_new(NULL, &loop) != 0)
+        return NULL;
+    for (int i = 0; i < t->iterations; i++) {
+        aev_future_t *fut = NULL, *a = NULL, *b = NULL;
+        if (aev_loop_create_future(loop, &fut) != 0)
+            break;
+        if (aev_future_wait_for(fut, 10.0, &a) != 0 || aev_future_shield(fut, &b) != 0)
+            break;
+        aev_future_set_result(fut, &shared_value, thread_destroy);
+        aev_future_unref(fut);
+        void *va = NULL, *vb = NULL;
+        int ra = aev_loop_run_until_complete(loop, a);
+        int rb = aev_loop_run_until_complete(loop, b);
+        aev_future_result(a, &va);
+        aev_future_result(b, &vb);
+        if (ra == 0 && rb == 0 && va == &shared_value && vb == &shared_value)
+            t->ok++;
+        aev_future_unref(a);
+        aev_future_unref(b);
+    }
+    aev_loop_close(loop);
+    aev_loop_free(loop);
+    return NULL;
+}
+
+START_TEST(test_shared_value_in_threads)
+{
+    thread_run_t runs[2] = {{.iterations = 200}, {.iterations = 200}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, helpers_thread, &runs[i]), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(runs[i].ok, runs[i].iterations);
+}
+END_TEST
+
 static Suite *helpers_suite(void)
 {
     Suite *s = suite_create("future_helpers");
@@ -1000,6 +1061,7 @@ static Suite *helpers_suite(void)
     TU_ADD(s, test_wait_timeout);
     TU_ADD(s, test_wait_outer_cancel_and_early_release);
     TU_ADD(s, test_wait_bad_input);
+    TU_ADD(s, test_shared_value_in_threads);
     return s;
 }
 
