@@ -21,14 +21,18 @@
 
 /* ---- the keep table: inner futures kept alive for shared values ---------- */
 
-/* One group per (value, loop): the inner futures that own or share the value
- * and the number of outer futures alive with it. Outer futures of one loop are
- * freed in that loop's thread, so a group is only ever released there. */
+/* One group per (value, thread): the inner futures that own or share the value
+ * and the number of outer futures alive with it in that thread. An outer future
+ * is completed (and its group entry added) on its loop's thread and freed
+ * there, and a thread's futures may only be touched by that thread, so a group
+ * is only ever released in its own thread: two loops running in two threads
+ * with the same value pointer never touch each other's futures. Within one
+ * thread, every outer future with the value counts for the whole group, so
+ * the value lives as long as any of them, whichever loop it belongs to. */
 typedef struct keep_node {
     struct keep_node *next;
     void *value;
-    aev_loop_t *loop;
-    pthread_t thread; /* the thread that last added to the group */
+    pthread_t thread;
     size_t outs;
     size_t n, cap;
     aev_future_t **inners;
@@ -72,7 +76,7 @@ static void keep_grow(void)
 /* Keeps inner alive (one reference) while an outer future holds value. Called on inner's loop. */
 static int keep_add(void *value, aev_future_t *inner)
 {
-    aev_loop_t *loop = aev_future_get_loop(inner);
+    pthread_t self = pthread_self();
     int rc = 0;
     pthread_mutex_lock(&keep_lock);
     if (keep_count >= keep_nbuckets * 2)
@@ -83,7 +87,7 @@ static int keep_add(void *value, aev_future_t *inner)
     }
     size_t b = keep_hash(value, keep_nbuckets);
     keep_node_t *k = keep_buckets[b];
-    while (k && !(k->value == value && k->loop == loop))
+    while (k && !(k->value == value && pthread_equal(k->thread, self)))
         k = k->next;
     if (!k) {
         k = calloc(1, sizeof *k);
@@ -92,7 +96,7 @@ static int keep_add(void *value, aev_future_t *inner)
             goto out;
         }
         k->value = value;
-        k->loop = loop;
+        k->thread = self;
         k->next = keep_buckets[b];
         keep_buckets[b] = k;
         keep_count++;
@@ -119,44 +123,32 @@ static int keep_add(void *value, aev_future_t *inner)
         k->inners[k->n++] = aev_future_ref(inner);
     }
     k->outs++;
-    k->thread = pthread_self();
 out:
     pthread_mutex_unlock(&keep_lock);
     return rc;
 }
 
-/* The destroy function of an outer future's shared value: one outer future with value is gone.
- * When several loops share the same value pointer, the group of the loop running in this
- * thread is chosen, else the one last added to from this thread, else the first. */
+/* The destroy function of an outer future's shared value: one outer future with value is gone
+ * (in this thread; if none of this thread has it, an outer future completed in one thread was
+ * freed in another, after its loop moved: the first group of the value is used). */
 static void keep_release(void *value)
 {
     keep_node_t *found = NULL;
+    pthread_t self = pthread_self();
     pthread_mutex_lock(&keep_lock);
     if (keep_buckets) {
-        aev_loop_t *running = aev_loop_get_running();
-        pthread_t self = pthread_self();
-        keep_node_t **link = NULL, *first = NULL, **first_link = NULL, *mine = NULL,
-                    **mine_link = NULL;
+        keep_node_t **link = NULL;
         keep_node_t **p = &keep_buckets[keep_hash(value, keep_nbuckets)];
         for (; *p; p = &(*p)->next) {
-            keep_node_t *k = *p;
-            if (k->value != value)
+            if ((*p)->value != value)
                 continue;
-            if (!first) {
-                first = k;
-                first_link = p;
-            }
-            if (running && k->loop == running) {
+            if (!link)
+                link = p;
+            if (pthread_equal((*p)->thread, self)) {
                 link = p;
                 break;
             }
-            if (!mine && pthread_equal(k->thread, self)) {
-                mine = k;
-                mine_link = p;
-            }
         }
-        if (!link)
-            link = mine ? mine_link : first_link;
         if (link && --(*link)->outs == 0) {
             found = *link;
             *link = found->next;
