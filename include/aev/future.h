@@ -82,6 +82,64 @@ int aev_future_add_done_callback_ex(aev_future_t *future, const aev_call_options
 /** Removes every registration of (cb, arg); returns how many were removed. */
 int aev_future_remove_done_callback(aev_future_t *future, aev_future_callback_fn cb, void *arg);
 
+/* ---- helpers (asyncio.wait_for, gather, shield, wait) -------------------
+ *
+ * Each helper gives the caller one reference to a new "outer" future (*out),
+ * released with aev_future_unref(); the loop keeps what it needs (the inner
+ * futures, the outer one, timers) until the helper is finished, so releasing
+ * the outer future early is safe. The helpers hold a reference to every
+ * future passed in until they no longer need it; a future that never
+ * completes keeps its helper (and so its outer future) alive: run the loop
+ * until the helpers are done before closing it.
+ *
+ * Shared results: when an outer future mirrors an inner one (wait_for,
+ * shield), the outer's value is the inner's value pointer itself, still owned
+ * by the inner future (whose destroy frees it); the outer future keeps the
+ * inner alive until the outer is freed, so the value stays valid as long as
+ * you hold the outer future. Errors are passed on with their detail (reading
+ * them through the outer counts as reading the inner's).
+ *
+ * Cancelled: asyncio lets a gather fail with CancelledError without being
+ * "cancelled"; a C future has no such state, so where asyncio raises
+ * CancelledError the outer future here is cancelled (aev_future_result()
+ * returns AEV_ECANCELLED in both languages). */
+
+/** asyncio.wait_for: *out completes with fut's outcome, or fails with -ETIMEDOUT when timeout
+ *  seconds pass first (fut is then cancelled, and *out completes once fut is done: a task that
+ *  ignores the cancellation and returns gives its outcome). timeout < 0 (or +inf) means none;
+ *  0 times out at once unless fut is done. Cancelling *out cancels fut. If fut is already done,
+ *  *out is completed before the call returns. -EINVAL for a NaN timeout. */
+int aev_future_wait_for(aev_future_t *fut, double timeout, aev_future_t **out);
+
+/** asyncio.gather: *out gets a NULL result once every future in futs (n of them, all of loop;
+ *  duplicates count once) is done; read each outcome from the futures themselves. With
+ *  return_exceptions == 0 the first child that fails makes *out fail at once with its error (a
+ *  cancelled child: *out cancelled), the others go on running. Children that complete are read
+ *  (their errors count as retrieved). Cancelling *out cancels every child not done. n == 0, or
+ *  all children done already: *out is complete when the call returns. -EINVAL (with a detail)
+ *  for a NULL future or one of another loop. */
+int aev_future_gather(aev_loop_t *loop, aev_future_t *const *futs, size_t n, int return_exceptions,
+                      aev_future_t **out);
+
+/** asyncio.shield: *out mirrors fut, but cancelling *out does not cancel fut (if fut is cancelled,
+ *  *out is). If fut is already done, *out is fut itself (one more reference), as in asyncio. */
+int aev_future_shield(aev_future_t *fut, aev_future_t **out);
+
+/* asyncio.wait's return_when; zero is the default, ALL_COMPLETED. */
+typedef enum aev_wait_return_when {
+    AEV_WAIT_ALL_COMPLETED = 0,
+    AEV_WAIT_FIRST_COMPLETED = 1,
+    AEV_WAIT_FIRST_EXCEPTION = 2, /* a child failed (cancelled does not count), or all done */
+} aev_wait_return_when_t;
+
+/** asyncio.wait: *out gets a NULL result when return_when holds for futs (n > 0 of them, all of
+ *  loop, duplicates count once) or when timeout seconds pass (< 0 or +inf: no timeout); it never
+ *  fails on timeout and never cancels the futures: see which are done with aev_future_done().
+ *  Cancelling *out only stops the wait. -EINVAL for n == 0, a bad return_when or timeout, a
+ *  NULL future or one of another loop. */
+int aev_future_wait(aev_loop_t *loop, aev_future_t *const *futs, size_t n, double timeout,
+                    int return_when, aev_future_t **out);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif
