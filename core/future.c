@@ -60,8 +60,10 @@ void aev_future_unref(aev_future_t *f)
         aev__task_release(f);
     if (f->state == FUT_RESULT && f->destroy)
         f->destroy(f->value);
+    aev_future_t *keep = f->keep;
     free(f->detail);
     free(f);
+    aev_future_unref(keep); /* while f still counts as live: the loop cannot go under us */
     loop->live_futures--;
     aev__loop_object_released(loop);
 }

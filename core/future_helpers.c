@@ -4,9 +4,9 @@
  * registered; the callback (or whoever removes the registration) releases its
  * slot, and the last one frees the state and the references it holds.
  *
- * Outer futures that mirror an inner one share its value pointer; the keep
- * table below holds the inner futures alive until the last outer future with
- * that value is freed (the outer's destroy function releases its entry). */
+ * Outer futures that mirror an inner one share its value pointer: the outer
+ * keeps a reference to the inner (the future's `keep`), so the value lives as
+ * long as either. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -15,158 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loop_internal.h"
+#include "future_internal.h"
 
 #include <aev/future.h>
-
-/* ---- the keep table: inner futures kept alive for shared values ---------- */
-
-/* One group per (value, thread): the inner futures that own or share the value
- * and the number of outer futures alive with it in that thread. An outer future
- * is completed (and its group entry added) on its loop's thread and freed
- * there, and a thread's futures may only be touched by that thread, so a group
- * is only ever released in its own thread: two loops running in two threads
- * with the same value pointer never touch each other's futures. Within one
- * thread, every outer future with the value counts for the whole group, so
- * the value lives as long as any of them, whichever loop it belongs to. */
-typedef struct keep_node {
-    struct keep_node *next;
-    void *value;
-    pthread_t thread;
-    size_t outs;
-    size_t n, cap;
-    aev_future_t **inners;
-} keep_node_t;
-
-static pthread_mutex_t keep_lock = PTHREAD_MUTEX_INITIALIZER;
-static keep_node_t **keep_buckets;
-static size_t keep_nbuckets, keep_count;
-
-static size_t keep_hash(const void *value, size_t nbuckets)
-{
-    uint64_t h = (uint64_t)(uintptr_t)value;
-    h ^= h >> 29;
-    h *= UINT64_C(0x9E3779B97F4A7C15);
-    h ^= h >> 32;
-    return (size_t)(h & (nbuckets - 1));
-}
-
-/* Grows the table when it gets crowded (keep_lock held). Failure is harmless: chains grow. */
-static void keep_grow(void)
-{
-    size_t nb = keep_nbuckets ? keep_nbuckets * 2 : 64;
-    keep_node_t **b = calloc(nb, sizeof *b);
-    if (!b)
-        return;
-    for (size_t i = 0; i < keep_nbuckets; i++) {
-        keep_node_t *k = keep_buckets[i];
-        while (k) {
-            keep_node_t *next = k->next;
-            size_t j = keep_hash(k->value, nb);
-            k->next = b[j];
-            b[j] = k;
-            k = next;
-        }
-    }
-    free(keep_buckets);
-    keep_buckets = b;
-    keep_nbuckets = nb;
-}
-
-/* Keeps inner alive (one reference) while an outer future holds value. Called on inner's loop. */
-static int keep_add(void *value, aev_future_t *inner)
-{
-    pthread_t self = pthread_self();
-    int rc = 0;
-    pthread_mutex_lock(&keep_lock);
-    if (keep_count >= keep_nbuckets * 2)
-        keep_grow();
-    if (!keep_buckets) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    size_t b = keep_hash(value, keep_nbuckets);
-    keep_node_t *k = keep_buckets[b];
-    while (k && !(k->value == value && pthread_equal(k->thread, self)))
-        k = k->next;
-    if (!k) {
-        k = calloc(1, sizeof *k);
-        if (!k) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        k->value = value;
-        k->thread = self;
-        k->next = keep_buckets[b];
-        keep_buckets[b] = k;
-        keep_count++;
-    }
-    size_t i = 0;
-    while (i < k->n && k->inners[i] != inner)
-        i++;
-    if (i == k->n) {
-        if (k->n == k->cap) {
-            size_t cap = k->cap ? k->cap * 2 : 2;
-            aev_future_t **n = realloc(k->inners, cap * sizeof *n);
-            if (!n) {
-                if (k->n == 0) { /* the node was created just now: take it out again */
-                    keep_buckets[b] = k->next;
-                    keep_count--;
-                    free(k);
-                }
-                rc = -ENOMEM;
-                goto out;
-            }
-            k->inners = n;
-            k->cap = cap;
-        }
-        k->inners[k->n++] = aev_future_ref(inner);
-    }
-    k->outs++;
-out:
-    pthread_mutex_unlock(&keep_lock);
-    return rc;
-}
-
-/* The destroy function of an outer future's shared value: one outer future with value is gone
- * (in this thread; if none of this thread has it, an outer future completed in one thread was
- * freed in another, after its loop moved: the first group of the value is used). */
-static void keep_release(void *value)
-{
-    keep_node_t *found = NULL;
-    pthread_t self = pthread_self();
-    pthread_mutex_lock(&keep_lock);
-    if (keep_buckets) {
-        keep_node_t **link = NULL;
-        keep_node_t **p = &keep_buckets[keep_hash(value, keep_nbuckets)];
-        for (; *p; p = &(*p)->next) {
-            if ((*p)->value != value)
-                continue;
-            if (!link)
-                link = p;
-            if (pthread_equal((*p)->thread, self)) {
-                link = p;
-                break;
-            }
-        }
-        if (link && --(*link)->outs == 0) {
-            found = *link;
-            *link = found->next;
-            if (--keep_count == 0) {
-                free(keep_buckets);
-                keep_buckets = NULL;
-                keep_nbuckets = 0;
-            }
-        }
-    }
-    pthread_mutex_unlock(&keep_lock);
-    if (found) { /* outside the lock: a value's destroy may free other outer futures */
-        for (size_t i = 0; i < found->n; i++)
-            aev_future_unref(found->inners[i]);
-        free(found->inners);
-        free(found);
-    }
-}
 
 /* ---- common pieces ------------------------------------------------------- */
 
@@ -176,14 +27,9 @@ static void mirror(aev_future_t *src, aev_future_t *dst)
     void *value = NULL;
     int rc = aev_future_result(src, &value);
     if (rc == 0) {
-        if (!value) {
-            aev_future_set_result(dst, NULL, NULL);
-        } else if (keep_add(value, src) == 0) {
-            if (aev_future_set_result(dst, value, keep_release) < 0)
-                keep_release(value);
-        } else {
-            aev_future_set_error(dst, -ENOMEM, "could not share the inner future's result");
-        }
+        /* the value stays the inner's: dst keeps the inner alive with it */
+        if (aev_future_set_result(dst, value, NULL) == 0 && value && !dst->keep)
+            dst->keep = aev_future_ref(src);
     } else if (rc == AEV_ECANCELLED) {
         aev_future_cancel(dst, aev_future_error_detail(src));
     } else {

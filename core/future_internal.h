@@ -27,6 +27,7 @@ struct aev_future {
     done_cb_t *cbs; /* cb_inline while there is at most one */
     size_t ncbs, capcbs;
     done_cb_t cb_inline[1];
+    aev_future_t *keep; /* released with this one: the future whose value this one shares */
 };
 
 /* Cancels a pending future now (no task logic): state, message, callbacks. Returns 1. */

@@ -1026,38 +1026,6 @@ START_TEST(test_shared_value_in_threads)
 }
 END_TEST
 
-/* Two loops in one thread, one value pointer: owned by loop A's future, shared by loop B's.
- * Freeing A's outer future first must not free the value under B's outer future. */
-START_TEST(test_shared_value_two_loops_one_thread)
-{
-    aev_loop_t *la = tu_loop_new(), *lb = tu_loop_new();
-    destroyed = 0;
-    int *value = malloc(sizeof *value);
-    ck_assert_ptr_nonnull(value);
-    *value = 77;
-    aev_future_t *fa = new_future(la), *fb = new_future(lb), *oa = NULL, *ob = NULL;
-    ck_assert_int_eq(aev_future_wait_for(fa, 10.0, &oa), 0);
-    ck_assert_int_eq(aev_future_shield(fb, &ob), 0);
-    ck_assert_int_eq(aev_future_set_result(fa, value, free_destroy), 0); /* the owner */
-    ck_assert_int_eq(aev_future_set_result(fb, value, NULL), 0);         /* shares it */
-    aev_future_unref(fa);
-    aev_future_unref(fb);
-    ck_assert_int_eq(aev_loop_run_until_complete(la, oa), 0);
-    ck_assert_int_eq(aev_loop_run_until_complete(lb, ob), 0);
-    drain(la);
-    drain(lb);
-    aev_future_unref(oa);
-    void *v = NULL;
-    ck_assert_int_eq(aev_future_result(ob, &v), 0);
-    ck_assert_ptr_eq(v, value);
-    ck_assert_int_eq(*(int *)v, 77); /* still valid (ASan / valgrind would see a stale read) */
-    ck_assert_int_eq(destroyed, 0);
-    aev_future_unref(ob);
-    ck_assert_int_eq(destroyed, 1);
-    tu_loop_free(la);
-    tu_loop_free(lb);
-}
-END_TEST
 
 static Suite *helpers_suite(void)
 {
@@ -1095,7 +1063,6 @@ static Suite *helpers_suite(void)
     TU_ADD(s, test_wait_outer_cancel_and_early_release);
     TU_ADD(s, test_wait_bad_input);
     TU_ADD(s, test_shared_value_in_threads);
-    TU_ADD(s, test_shared_value_two_loops_one_thread);
     return s;
 }
 
