@@ -16,3 +16,12 @@ build/tools/aev-inspect --policy --try
 echo "== hello_world";  build/examples/hello_world
 echo "== display_date"; build/examples/display_date --seconds 3
 echo "== watch_fd";     build/examples/watch_fd
+echo "== display_date_task (the same with a task and aev_sleep)"; build/examples/display_date_task --seconds 3
+echo "== signals (this script sends SIGTERM once its handlers are set)"
+coproc SIG { exec build/examples/signals; }
+sig_pid=$SIG_PID
+while read -r line <&"${SIG[0]}"; do
+  echo "$line"
+  [[ $line == pid* ]] && kill -TERM "$sig_pid"
+done
+wait "$sig_pid"
