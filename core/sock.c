@@ -235,6 +235,11 @@ void aev__sendfile_end(aev__sendfile_t *sf)
 
 /* ---- operations in flight ---------------------------------------------------- */
 
+/* sock_connect: connect() not called yet; called and EAGAIN (an AF_UNIX backlog is
+ * full: call it again when writable); under way (EINPROGRESS: read SO_ERROR when
+ * writable, as CPython's _sock_connect_cb). */
+enum { CONNECT_FIRST, CONNECT_AGAIN, CONNECT_IN_PROGRESS };
+
 enum op_kind { OP_RECV, OP_RECVFROM, OP_SENDALL, OP_SENDTO, OP_CONNECT, OP_ACCEPT, OP_SENDFILE };
 
 static const char *const op_names[] = {"sock_recv", "sock_recvfrom", "sock_sendall", "sock_sendto",
@@ -258,7 +263,7 @@ typedef struct aev__sock_op {
     socklen_t addrcap;   /* *addrlen as given */
     struct sockaddr_storage to; /* sendto/connect: the address */
     socklen_t tolen;
-    int connect_retry;   /* connect: EAGAIN (AF_UNIX backlog full): call connect() again */
+    int connect_state;   /* connect: CONNECT_* */
     aev__sendfile_t sf;
 } sock_op_t;
 
@@ -395,8 +400,8 @@ static int op_try(sock_op_t *op, intptr_t *res, const char **why)
             }
             break;
         case OP_CONNECT:
-            if (!op->connect_retry) {
-                /* the connection is under way: writable means it ended (CPython's _sock_connect_cb) */
+            if (op->connect_state == CONNECT_IN_PROGRESS) {
+                /* writable: the attempt ended, SO_ERROR says how */
                 int err = 0;
                 socklen_t len = sizeof err;
                 if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -410,14 +415,17 @@ static int op_try(sock_op_t *op, intptr_t *res, const char **why)
                 return -err;
             }
             n = connect(op->fd, (const struct sockaddr *)&op->to, op->tolen);
-            if (n == 0 || errno == EISCONN) {
+            if (n == 0 || (errno == EISCONN && op->connect_state == CONNECT_AGAIN)) {
                 *res = 0;
                 return 1;
             }
             if (errno == EINPROGRESS || errno == EALREADY || errno == EINTR) {
-                op->connect_retry = 0;
+                /* EINTR: the connection goes on asynchronously */
+                op->connect_state = CONNECT_IN_PROGRESS;
                 return 0;
             }
+            if (errno == EAGAIN)
+                op->connect_state = CONNECT_AGAIN;
             break;
         case OP_ACCEPT: {
             socklen_t len = op->addrcap;
@@ -649,8 +657,8 @@ int aev_loop_sock_sendall(aev_loop_t *loop, int fd, const void *buf, size_t n, s
 static int op_set_to(sock_op_t *op, const struct sockaddr *addr, socklen_t addrlen)
 {
     if (!addr || addrlen == 0 || addrlen > sizeof op->to) {
-        free(op);
         aev__set_detail("%s: %s", op_names[op->kind], !addr || !addrlen ? "no address" : "address too long");
+        free(op);
         return -EINVAL;
     }
     memcpy(&op->to, addr, addrlen);
@@ -688,7 +696,6 @@ int aev_loop_sock_connect(aev_loop_t *loop, int fd, const struct sockaddr *addr,
     rc = op_set_to(op, addr, addrlen);
     if (rc < 0)
         return rc;
-    op->connect_retry = 1; /* the first try is connect() itself */
     return op_start(op, out);
 }
 

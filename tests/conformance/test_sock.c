@@ -842,6 +842,12 @@ static void connect_accept(int family)
     ck_assert_int_ge(s2, 0);
     aev_future_unref(f);
 
+    /* connecting a connected socket is an error (EISCONN), as with socket.connect */
+    set_nonblock(c2, 1);
+    ck_assert_int_eq(aev_loop_sock_connect(loop, c2, (struct sockaddr *)&laddr, llen, &f), 0);
+    ck_assert_int_eq(wait_fut(loop, f), -EISCONN);
+    aev_future_unref(f);
+
     aev_future_unref(af);
     aev_future_unref(cf);
     close(s2);
