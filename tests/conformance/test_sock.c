@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -1134,6 +1135,56 @@ START_TEST(test_sendfile_no_fallback)
 }
 END_TEST
 
+/* /proc/self/cmdline is a regular file that sendfile(2) refuses (EINVAL) on current
+ * kernels: the first call fails and the operation falls back to pread + send. */
+START_TEST(test_sendfile_native_fails_falls_back)
+{
+    aev_loop_t *loop = tu_loop_new();
+    int file = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (file < 0) {
+        printf("note: /proc/self/cmdline unavailable: sendfile fallback-after-EINVAL case skipped\n");
+        tu_loop_free(loop);
+        return;
+    }
+    char expect[4096];
+    ssize_t total = pread(file, expect, sizeof expect, 0);
+    ck_assert_int_gt(total, 2);
+    int sv[2];
+    tu_socketpair(sv);
+    off_t probe = 0;
+    int native_fails = sendfile(sv[0], file, &probe, 1) < 0 && errno == EINVAL;
+    if (!native_fails) {
+        printf("note: this kernel serves /proc/self/cmdline with sendfile(2): the fallback is not "
+               "exercised by this case\n");
+        char c;
+        ck_assert_int_eq(recv(sv[1], &c, 1, 0), 1);
+    }
+    /* from offset 2 to the end (count larger than the file) */
+    aev_sendfile_options_t opts = {.offset = 2, .count = sizeof expect};
+    aev_future_t *f = NULL;
+    ck_assert_int_eq(aev_loop_sock_sendfile(loop, sv[0], file, &opts, &f), 0);
+    ck_assert_int_eq(wait_fut(loop, f), 0);
+    ck_assert_int_eq(fut_value(f), total - 2);
+    aev_future_unref(f);
+    char got[4096];
+    ck_assert_int_eq(recv(sv[1], got, sizeof got, MSG_DONTWAIT), total - 2);
+    ck_assert_int_eq(memcmp(got, expect + 2, (size_t)total - 2), 0);
+    ck_assert_int_eq(file_pos(file), (off_t)total);
+    if (native_fails) {
+        /* the same without fallback: not available, nothing sent */
+        opts.no_fallback = 1;
+        ck_assert_int_eq(aev_loop_sock_sendfile(loop, sv[0], file, &opts, &f), 0);
+        ck_assert_int_eq(wait_fut(loop, f), AEV_ESENDFILE_NOT_AVAILABLE);
+        aev_future_unref(f);
+        ck_assert_int_eq(recv(sv[1], got, sizeof got, MSG_DONTWAIT), -1);
+    }
+    close(sv[0]);
+    close(sv[1]);
+    close(file);
+    tu_loop_free(loop);
+}
+END_TEST
+
 START_TEST(test_sendfile_bad_arguments)
 {
     aev_loop_t *loop = tu_loop_new();
@@ -1289,6 +1340,7 @@ static Suite *sock_suite(void)
     TU_ADD(s, test_sendfile_fallback_pipe);
     TU_ADD(s, test_sendfile_fallback_waits_for_file);
     TU_ADD(s, test_sendfile_no_fallback);
+    TU_ADD(s, test_sendfile_native_fails_falls_back);
     TU_ADD(s, test_sendfile_bad_arguments);
     TU_ADD(s, test_sendfile_cancel_position);
     TU_ADD(s, test_loop_close_with_ops_in_flight);
