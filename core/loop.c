@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "task_internal.h"
+#include "loop_internal.h"
+#include "sock_internal.h"
 
 #define AEV__EVENTS_MAX 256
 #define AEV__MAX_TIMEOUT 86400.0 /* as CPython's MAXIMUM_SELECT_TIMEOUT */
@@ -615,6 +617,7 @@ int aev_loop_close(aev_loop_t *loop)
     pthread_mutex_unlock(&loop->ts_lock);
     aev__ts_discard(loop);
     aev__io_close(loop);
+    aev__sock_loop_close(loop);
     while (loop->ready_head != loop->ready_tail) {
         aev__ready_entry_t e = loop->ready[loop->ready_head++ & loop->ready_mask];
         if (!e.cb)

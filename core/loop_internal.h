@@ -227,6 +227,7 @@ struct aev_loop {
     /* fd watchers, indexed by fd */
     aev__fd_watch_t *fds;
     int fds_cap;
+    struct aev__sock_op *sock_ops; /* sock_* operations in flight (core/sock.c) */
 
     /* state */
     int running;

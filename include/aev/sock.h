@@ -8,7 +8,10 @@
  *    value is an intptr_t carried in the void * (read it with
  *    aev_future_result(fut, &v) and (intptr_t)v): a byte count, or the new fd
  *    for sock_accept. Buffers, addresses and out-parameters passed in belong
- *    to the operation until the future is done: keep them alive.
+ *    to the operation until the future is done: keep them alive. Bad input
+ *    (a blocking socket, a bad fd, NULL buffers), a closed loop or a busy
+ *    direction is refused at once: a negative return and *out = NULL; what
+ *    the socket itself reports (-ECONNRESET, ...) is the future's error.
  *  - aev_task_sock_*(fd, ...): the same operation awaited from inside a task
  *    (await loop.sock_recv(...)): it returns the result directly (a byte count,
  *    a new fd, 0) or a negative error code, AEV_ECANCELLED if the task was
@@ -79,8 +82,9 @@ typedef struct aev_sendfile_options {
 } aev_sendfile_options_t;
 
 /** Sends a regular file over a stream socket with sendfile(2) (sock_sendfile), or by reading
- *  and sending when sendfile cannot serve these files and fallback is allowed: value = bytes
- *  sent. The file position is left after the last byte sent, also on error. */
+ *  and sending when sendfile cannot serve these files and fallback is allowed (else the
+ *  future fails with AEV_ESENDFILE_NOT_AVAILABLE): value = bytes sent. The file position is
+ *  left after the last byte sent, also on error or cancellation. */
 int aev_loop_sock_sendfile(aev_loop_t *loop, int fd, int file_fd, const aev_sendfile_options_t *opts,
                            aev_future_t **out);
 

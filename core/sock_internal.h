@@ -1,0 +1,65 @@
+/* libaev core - internals of the sock_* operations (core/sock.c) that other
+ * core files reuse: the non-blocking check every operation starts with, and
+ * the sendfile engine (sendfile(2), or pread + send when sendfile cannot serve
+ * the file) as a resumable step function, so that both the future forms
+ * (core/sock.c) and the task forms (core/task_sock.c) drive the same code and
+ * only differ in how they wait. Nothing here is public API. */
+#ifndef AEV_SOCK_INTERNAL_H
+#define AEV_SOCK_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "aev/sock.h"
+
+/* 0 if fd is an open non-blocking descriptor; -EINVAL ("the socket must be
+ * non-blocking", as asyncio's ValueError) for a blocking one; -EBADF for a bad
+ * fd. Sets the error detail on failure. */
+int aev__sock_check_nonblocking(int fd);
+
+/* ---- sendfile ---------------------------------------------------------------- */
+
+typedef struct aev__sendfile {
+    int fd;            /* the stream socket */
+    int file_fd;       /* the file */
+    off_t offset;      /* where sending started in the file */
+    size_t count;      /* bytes to send at most (SIZE_MAX: until EOF) */
+    size_t sent;       /* bytes sent so far */
+    int no_fallback;
+    int fallback;      /* 1 once reading and sending (sendfile(2) cannot serve the file) */
+    int seekable;      /* the file has a position (lseek works) */
+    int started;       /* step() was called at least once */
+    unsigned char *buf; /* fallback: bytes read and not all sent yet */
+    size_t buf_len, buf_off;
+    /* After step() returned 0: wait until wait_fd is ready for wait_events
+     * (AEV_POLL_OUT on the socket, or AEV_POLL_IN on a non-blocking pipe). */
+    int wait_fd;
+    uint32_t wait_events;
+    const char *why;   /* after AEV_ESENDFILE_NOT_AVAILABLE: why (a static string) */
+} aev__sendfile_t;
+
+/* Checks the arguments (non-blocking SOCK_STREAM socket, offset >= 0, file_fd
+ * open; opts may be NULL) and fills *sf. Errors: -EINVAL, -EBADF, -ENOTSOCK,
+ * with a detail. Nothing to free on failure. */
+int aev__sendfile_init(aev__sendfile_t *sf, int fd, int file_fd, const aev_sendfile_options_t *opts);
+
+/* Sends as much as can go now (bounded, so that one call never monopolises the
+ * loop): 1 when finished (sf->sent is the total), 0 when it must wait for
+ * (sf->wait_fd, sf->wait_events) and be called again, or a negative error:
+ * -errno, or AEV_ESENDFILE_NOT_AVAILABLE when sendfile(2) cannot serve the file
+ * and no_fallback is set (the detail says why). */
+int aev__sendfile_step(aev__sendfile_t *sf);
+
+/* Ends the operation, however it ended (done, error, cancelled): leaves a
+ * seekable file's position at offset + sent and frees the buffer. Idempotent. */
+void aev__sendfile_end(aev__sendfile_t *sf);
+
+/* ---- loop hooks ---------------------------------------------------------------- */
+
+/* aev_loop_close(): drops every operation still in flight (their futures stay
+ * pending; the loop's references on them are released). Called after the
+ * watchers were dropped; never runs a callback. */
+void aev__sock_loop_close(aev_loop_t *loop);
+
+#endif /* AEV_SOCK_INTERNAL_H */
