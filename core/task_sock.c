@@ -9,22 +9,10 @@
  * readiness first instead of failing with EAGAIN (DESIGN: "reads are not
  * retried into EAGAIN"). */
 #include <errno.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 
+#include "sock_internal.h"
 #include "task_internal.h"
-
-static int check_nonblocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    if (!(fl & O_NONBLOCK)) {
-        aev__set_detail("the socket must be non-blocking (fd %d)", fd);
-        return -EINVAL;
-    }
-    return 0;
-}
 
 /* The running task, and the checks on fd. A task that just checked fd (its last
  * operation was on fd) or holds a watcher on it skips the fcntl: receives and sends
@@ -46,7 +34,7 @@ static aev__task_t *begin(aev_loop_t **loop, int fd, int *rc)
         *rc = 0;
         return t;
     }
-    *rc = check_nonblocking(fd);
+    *rc = aev__sock_check_nonblocking(fd);
     if (*rc < 0)
         return NULL;
     t->checked_fd = fd;
@@ -203,4 +191,30 @@ int aev_task_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         if (rc < 0)
             return rc;
     }
+}
+
+ssize_t aev_task_sock_sendfile(int fd, int file_fd, const aev_sendfile_options_t *opts)
+{
+    aev_loop_t *loop;
+    aev__task_t *t = aev__task_self(&loop);
+    if (!t)
+        return AEV_ENOT_IN_TASK;
+    aev__sendfile_t sf;
+    int rc = aev__sendfile_init(&sf, fd, file_fd, opts);
+    if (rc < 0)
+        return rc;
+    /* the same engine as the future form; only the waiting differs */
+    for (;;) {
+        rc = aev__sendfile_step(&sf);
+        if (rc != 0)
+            break;
+        if (sf.wait_fd < 0)
+            rc = aev_task_yield(); /* a big file: let the loop breathe between chunks */
+        else
+            rc = aev__task_wait_fd(loop, t, sf.wait_fd, sf.wait_events);
+        if (rc < 0)
+            break;
+    }
+    aev__sendfile_end(&sf); /* the file position: offset + what was sent, however it ended */
+    return rc < 0 ? rc : (ssize_t)sf.sent;
 }
