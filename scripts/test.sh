@@ -6,8 +6,11 @@
 #   3. the same under ThreadSanitizer (threads meet the loop in call_soon_threadsafe);
 #   4. the same under valgrind memcheck;
 #   5. a build with the plugins linked into the core (-Dpreload_plugins=true),
-#      run with an empty plugin path, so the built-in table serves every loop.
-# Build directories: build-test, build-asan, build-tsan, build-preload (reused when present).
+#      run with an empty plugin path, so the built-in table serves every loop;
+#   6. the task tests on the portable task switch (-Dfiber=ucontext), the one
+#      systems without a hand-written switch use.
+# Build directories: build-test, build-asan, build-tsan, build-preload, build-ucontext
+# (reused when present).
 # Exits non-zero if any step fails. Set AEV_TEST_QUICK=1 to run step 1 only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -58,9 +61,18 @@ for poll in epoll poll select; do
 done
 rm -rf "$empty"
 
+step "portable task switch (-Dfiber=ucontext): the task tests"
+setup build-ucontext -Dfiber=ucontext -Dbench=false
+ucontext_tests=()
+for set in selector-epoll selector-poll selector-select; do
+    ucontext_tests+=("task@$set" "task_sock@$set" "future_helpers@$set")
+done
+meson test -C build-ucontext --num-processes "$jobs" --print-errorlogs "${ucontext_tests[@]}"
+
 # One closing line over every meson test run above (each test once per step).
 summary=$(python3 - build-test/meson-logs/testlog.json build-test/meson-logs/testlog-valgrind.json \
-    build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json <<'PY'
+    build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json \
+    build-ucontext/meson-logs/testlog.json <<'PY'
 import json, sys
 ok = bad = skip = 0
 for path in sys.argv[1:]:
