@@ -131,12 +131,15 @@ static void fiber_prepare(aev__fiber_t *fiber, void *top, void (*entry)(void *),
 
 /* ---- stacks ------------------------------------------------------------------ */
 
+/* The page size, asked once (loops in several threads may ask at once: the cache is atomic). */
 static size_t page_size(void)
 {
-    static size_t ps;
+    static size_t cached;
+    size_t ps = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (!ps) {
         long v = sysconf(_SC_PAGESIZE);
         ps = v > 0 ? (size_t)v : 4096;
+        __atomic_store_n(&cached, ps, __ATOMIC_RELAXED);
     }
     return ps;
 }
