@@ -332,7 +332,7 @@ static void run_ready(aev_loop_t *loop)
             if (e.cb == aev__task_step_cb && !debug) {
                 /* a task's step, switched to right here: the task's return to its own
                  * caller is then predicted (no call of ours is left on the return stack) */
-                aev__task_step(loop, e.arg);
+                aev__task_step_between(loop, e.arg);
                 continue;
             }
             if (AEV__UNLIKELY(debug)) {

@@ -64,6 +64,22 @@ static inline __attribute__((always_inline)) void aev__task_switch_in(aev_loop_t
     loop->cur_ctx = saved_ctx;
 }
 
+/* The same, from run_ready between two callbacks, where no handle runs and the context in
+ * effect is none: nothing to save. */
+static inline __attribute__((always_inline)) void aev__task_switch_in_between(aev_loop_t *loop,
+                                                                             aev__task_t *t)
+{
+    if (AEV__UNLIKELY(!t->started) && aev__task_start(loop, t) < 0)
+        return;
+    loop->current_task = t;
+    loop->cur_ctx = t->context;
+    t->state = AEV__T_RUNNING;
+    t->wait = AEV__W_NONE;
+    aev__fiber_enter(&loop->fiber_home, &t->fiber);
+    loop->current_task = NULL;
+    loop->cur_ctx = NULL;
+}
+
 /* A scheduled step: runs t if the step is still what it waits for, and finishes it if it
  * ended (t may be freed then). */
 static inline __attribute__((always_inline)) void aev__task_step(aev_loop_t *loop, aev__task_t *t)
@@ -71,6 +87,16 @@ static inline __attribute__((always_inline)) void aev__task_step(aev_loop_t *loo
     if (t->wait != AEV__W_STEP)
         return;
     aev__task_switch_in(loop, t);
+    if (AEV__UNLIKELY(t->state == AEV__T_DONE))
+        aev__task_finish(loop, t);
+}
+
+/* aev__task_step for run_ready, between two callbacks (see aev__task_switch_in_between). */
+static inline __attribute__((always_inline)) void aev__task_step_between(aev_loop_t *loop, aev__task_t *t)
+{
+    if (t->wait != AEV__W_STEP)
+        return;
+    aev__task_switch_in_between(loop, t);
     if (AEV__UNLIKELY(t->state == AEV__T_DONE))
         aev__task_finish(loop, t);
 }
