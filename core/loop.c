@@ -287,14 +287,18 @@ double aev_loop_time(const aev_loop_t *loop)
  * plain entry. */
 static void run_debug(aev_loop_t *loop, aev_handle_t *h, aev_callback_fn cb, void *arg)
 {
+    /* a task's wake-up is named after the task (which may be gone after the call) */
+    char task_name[96];
+    int is_task = aev__task_describe_wakeup(cb, arg, task_name, sizeof task_name);
     double t0 = aev__now();
     int rc = cb(loop, arg);
     double took = aev__now() - t0;
     if (took >= loop->slow_callback_duration) {
         char name[256];
         aev_log(AEV_LOG_WARNING, "aev", "Executing %s took %.3f seconds",
-                h ? aev_handle_describe(h, name, sizeof name)
-                  : aev__describe_fn((void *)(uintptr_t)cb, name, sizeof name),
+                is_task ? task_name
+                : h     ? aev_handle_describe(h, name, sizeof name)
+                        : aev__describe_fn((void *)(uintptr_t)cb, name, sizeof name),
                 took);
     }
     if (rc < 0) {

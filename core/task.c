@@ -533,6 +533,18 @@ aev_task_fn aev_task_get_fn(const aev_future_t *task)
     return task && task->is_task ? ((const aev__task_t *)task)->fn : NULL;
 }
 
+int aev__task_describe_wakeup(aev_callback_fn cb, void *arg, char *buf, size_t size)
+{
+    const char *what = cb == aev__task_step_cb ? "step"
+                       : cb == task_timer_cb   ? "sleep over"
+                       : cb == task_fd_cb      ? "socket ready"
+                                               : NULL;
+    if (!what)
+        return 0;
+    snprintf(buf, size, "task %s (%s)", aev_task_get_name(&((aev__task_t *)arg)->fut), what);
+    return 1;
+}
+
 aev_context_t **aev__task_context_slot(aev__task_t *t)
 {
     return &t->context;

@@ -116,6 +116,10 @@ int aev__task_holds_fd(aev_loop_t *loop, aev__task_t *t, int fd);
  * socket is very likely drained, so wait for readiness before the next receive. */
 int aev__task_expect_drained(aev_loop_t *loop, aev__task_t *t, int fd);
 
+/* If cb(arg) wakes a task up (a step, its timer, its socket), writes "<task name> (step)"
+ * into buf and returns 1: debug mode names slow task steps after the task. */
+int aev__task_describe_wakeup(aev_callback_fn cb, void *arg, char *buf, size_t size);
+
 /* The slot a context-variable set writes to inside t. */
 aev_context_t **aev__task_context_slot(aev__task_t *t);
 

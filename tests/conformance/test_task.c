@@ -1749,6 +1749,42 @@ START_TEST(test_raising_callbacks_do_not_break_tasks)
 }
 END_TEST
 
+/* ---- debug mode: a slow step is named after its task ------------------------------ */
+
+static int busy_task(aev_future_t *self, void *arg)
+{
+    (void)self;
+    (void)arg;
+    double t0 = tu_now();
+    while (tu_now() - t0 < 0.06) {
+    }
+    aev_sleep(0.001);
+    t0 = tu_now();
+    while (tu_now() - t0 < 0.06) {
+    }
+    return 0;
+}
+
+START_TEST(test_debug_slow_step_names_task)
+{
+    aev_loop_t *loop = tu_loop_new();
+    aev_loop_set_debug(loop, 1);
+    aev_loop_set_slow_callback_duration(loop, 0.05);
+    tu_log_capture_start();
+    aev_future_t *task = NULL;
+    ck_assert_int_eq(aev_loop_create_task(loop, &(aev_task_options_t){.name = "busy-one"}, busy_task, NULL,
+                                          &task),
+                     0);
+    ck_assert_int_eq(aev_loop_run_until_complete(loop, task), 0);
+    /* the first step, then the step after the sleep (woken by its timer) */
+    ck_assert_int_ge(tu_log_find(AEV_LOG_WARNING, "Executing task busy-one (step) took", NULL, NULL), 0);
+    ck_assert_int_ge(tu_log_find(AEV_LOG_WARNING, "Executing task busy-one (sleep over) took", NULL, NULL), 0);
+    tu_log_capture_stop();
+    aev_future_unref(task);
+    tu_loop_free(loop);
+}
+END_TEST
+
 static Suite *task_suite(void)
 {
     Suite *s = suite_create("task");
@@ -1792,6 +1828,7 @@ static Suite *task_suite(void)
     TU_ADD(s, test_shutdown_tasks_explicit);
     TU_ADD(s, test_stack_sizes);
     TU_ADD(s, test_raising_callbacks_do_not_break_tasks);
+    TU_ADD(s, test_debug_slow_step_names_task);
     return s;
 }
 
