@@ -36,6 +36,13 @@ static void host_set_error_detail(const char *fmt, ...)
     va_end(ap);
 }
 
+static int host_run_in_executor(aev_loop_t *loop, aev_work_fn fn, void *arg,
+                                void (*arg_destroy)(void *), aev_future_t **out)
+{
+    aev_run_options_t opts = {.arg_destroy = arg_destroy};
+    return aev_loop_run_in_executor_ex(loop, NULL, &opts, fn, arg, out);
+}
+
 static const char *host_option(const aev_plugin_context_t *ctx, const char *key)
 {
     if (!ctx)
@@ -71,4 +78,8 @@ const aev_host_t aev__host = {
     .future_cancelled = aev_future_cancelled,
     .future_add_done_callback = aev_future_add_done_callback,
     .call_exception_handler = aev_loop_call_exception_handler,
+    /* since v2 */
+    .future_done = aev_future_done,
+    .future_remove_done_callback = aev_future_remove_done_callback,
+    .run_in_executor = host_run_in_executor,
 };

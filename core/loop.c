@@ -101,6 +101,8 @@ const char *aev_loop_plugin_name(const aev_loop_t *loop, const char *family)
         return loop->poll_plugin->desc->name;
     if (strcmp(family, "exec") == 0)
         return aev__executor_loop_plugin_name(loop);
+    if (strcmp(family, "dns") == 0)
+        return aev__dns_loop_plugin_name(loop);
     return NULL;
 }
 
@@ -612,6 +614,8 @@ int aev_loop_close(aev_loop_t *loop)
     }
     /* Give back the loop's signals (their dispositions restored) while it is open. */
     aev__signal_close(loop);
+    /* The resolver abandons its queries while the loop can still remove its watchers. */
+    aev__dns_loop_close(loop);
     /* The default executor: shut down without waiting; later results are dropped. */
     aev__executor_loop_close(loop);
     /* Refuse threadsafe calls first, then drop everything queued. */
@@ -636,6 +640,7 @@ int aev_loop_close(aev_loop_t *loop)
 void aev__loop_destroy(aev_loop_t *loop)
 {
     aev__tasks_loop_free(loop);
+    aev__dns_loop_destroy(loop);
     aev__executor_loop_destroy(loop); /* waits for the default executor's threads */
     aev__handle_pool_free(&loop->small);
     aev__handle_pool_free(&loop->ext);

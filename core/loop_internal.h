@@ -270,6 +270,8 @@ struct aev_loop {
     struct aev__signals *signals;
     /* executors (core/executor.c): NULL until first used */
     struct aev__exec_link *exec;
+    /* the resolver (core/dns.c): NULL until the first getaddrinfo/getnameinfo */
+    struct aev__dns *dns;
 };
 
 /* Monotonic time in seconds. */
@@ -390,6 +392,12 @@ void aev__executor_loop_close(aev_loop_t *loop);
 /* destroy: waits for the default executor's threads, frees it */
 void aev__executor_loop_destroy(aev_loop_t *loop);
 const char *aev__executor_loop_plugin_name(const aev_loop_t *loop);
+
+/* the resolver (core/dns.c) */
+/* close (while the loop is still open): destroys the resolver; queries in flight are abandoned */
+void aev__dns_loop_close(aev_loop_t *loop);
+const char *aev__dns_loop_plugin_name(const aev_loop_t *loop);
+void aev__dns_loop_destroy(aev_loop_t *loop); /* frees what is left at destroy */
 
 
 

@@ -64,7 +64,12 @@ static int check_descriptor(const aev_plugin_descriptor_t *d, int family, const 
         return -1;
     }
     /* The descriptor's size for each minor of this major (append-only: grows with the minor). */
-    static const size_t size_of_minor[AEV_PLUGIN_ABI_MINOR + 1] = {sizeof(aev_plugin_descriptor_t)};
+    static const size_t size_of_minor[] = {
+        sizeof(aev_plugin_descriptor_t), /* 1.0 */
+        sizeof(aev_plugin_descriptor_t), /* 1.1: host table v2 and dns ops; descriptor unchanged */
+    };
+    _Static_assert(sizeof size_of_minor / sizeof size_of_minor[0] == AEV_PLUGIN_ABI_MINOR + 1,
+                   "one descriptor size per ABI minor");
     if (d->struct_size < size_of_minor[d->abi_minor]) {
         snprintf(why, size, "descriptor struct_size %u is smaller than the %zu bytes of ABI %u.%u",
                  d->struct_size, size_of_minor[d->abi_minor], d->abi_major, d->abi_minor);
@@ -116,6 +121,16 @@ static int check_ops(const aev_plugin_descriptor_t *d, int family, const void *o
             missing = "submit/cancel (the engine claims AEV_POLL_CAP_COMPLETION)";
         if (missing) {
             snprintf(why, size, "poll ops lack %s", missing);
+            return -1;
+        }
+    }
+    if (family == AEV_FAMILY_DNS) {
+        const aev_dns_ops_t *x = ops;
+        const char *missing = !x->create ? "create" : !x->destroy ? "destroy"
+                              : !x->getaddrinfo ? "getaddrinfo" : !x->getnameinfo ? "getnameinfo"
+                              : NULL;
+        if (missing) {
+            snprintf(why, size, "dns ops lack %s", missing);
             return -1;
         }
     }
@@ -495,6 +510,13 @@ const char *aev_caps_describe(int family, uint32_t caps, char *buf, size_t size)
     buf[0] = '\0';
     size_t n = 0;
     uint32_t rest = caps;
+    if (family == AEV_FAMILY_DNS && (caps & AEV_DNS_CAP_THREADS)) {
+        int w = snprintf(buf, size, "threads");
+        if (w < 0 || (size_t)w >= size)
+            return buf;
+        n = (size_t)w;
+        rest &= ~AEV_DNS_CAP_THREADS;
+    }
     if (family == AEV_FAMILY_POLL) {
         for (size_t i = 0; i < sizeof poll_caps / sizeof poll_caps[0]; i++) {
             if (caps & poll_caps[i].bit) {

@@ -15,5 +15,6 @@
 #include "sock.h"
 #include "signals.h"
 #include "executor.h"
+#include "dns.h"
 
 #endif /* AEV_AEV_H */

@@ -36,7 +36,16 @@ extern "C" {
     X(CALLBACK, -4013, "callback reported an error")                                       \
     X(NOT_IN_TASK, -4014, "only a task can wait here")                                     \
     X(SENDFILE_NOT_AVAILABLE, -4015, "sendfile is not available for these files")          \
-    X(SHUTDOWN, -4016, "executor has been shut down")
+    X(SHUTDOWN, -4016, "executor has been shut down")                                      \
+    X(DNS_NONAME, -4017, "name or service not known")                                      \
+    X(DNS_AGAIN, -4018, "temporary failure in name resolution")                            \
+    X(DNS_FAIL, -4019, "non-recoverable failure in name resolution")                       \
+    X(DNS_FAMILY, -4020, "address family not supported by the resolver")                  \
+    X(DNS_SOCKTYPE, -4021, "socket type not supported by the resolver")                    \
+    X(DNS_SERVICE, -4022, "service not supported for this socket type")                    \
+    X(DNS_BADFLAGS, -4023, "bad flags for name resolution")                                \
+    X(DNS_ADDRFAMILY, -4024, "host has no address of the requested family")                \
+    X(DNS_NODATA, -4025, "host is known but has no address")
 
 enum aev_error {
 #define AEV__ERROR_ENUM(name, value, msg) AEV_E##name = (value),

@@ -30,13 +30,15 @@
 
 #include "loop.h"
 #include "future.h"
+#include "executor.h"
+#include "dns.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define AEV_PLUGIN_ABI_MAJOR 1
-#define AEV_PLUGIN_ABI_MINOR 0
+#define AEV_PLUGIN_ABI_MINOR 1 /* 1.1: host table v2, dns ops settled */
 #define AEV_PLUGIN_MAGIC 0x50564541u /* "AEVP" in little-endian memory */
 
 #if defined(__GNUC__)
@@ -82,7 +84,7 @@ typedef struct aev_plugin_descriptor {
 
 /* ---- the host table: core services for plugins --------------------------- */
 
-#define AEV_HOST_VERSION 1
+#define AEV_HOST_VERSION 2
 
 struct aev_host {
     uint32_t version; /* AEV_HOST_VERSION of the core */
@@ -126,6 +128,17 @@ struct aev_host {
     int (*future_cancelled)(const aev_future_t *future);
     int (*future_add_done_callback)(aev_future_t *future, aev_future_callback_fn cb, void *arg);
     void (*call_exception_handler)(aev_loop_t *loop, const aev_exception_context_t *ctx);
+    /* since v2: aev_future_done(), aev_future_remove_done_callback() */
+    int (*future_done)(const aev_future_t *future);
+    int (*future_remove_done_callback)(aev_future_t *future, aev_future_callback_fn cb, void *arg);
+    /* since v2: runs blocking work off the loop: aev_loop_run_in_executor_ex() with the
+     * loop's default executor (created on first use from the loop's policy). fn runs on a
+     * worker thread; the future it gives completes on the loop thread with fn's result (its
+     * destroy frees it, on the worker if nobody can take it any more) or error. Cancelling
+     * the future: work not started never runs; work that runs finishes and its result is
+     * freed. arg_destroy (may be NULL) is called once when the executor is done with arg. */
+    int (*run_in_executor)(aev_loop_t *loop, aev_work_fn fn, void *arg, void (*arg_destroy)(void *),
+                           aev_future_t **out);
 };
 
 /* ---- family "poll": I/O engines ------------------------------------------ */
@@ -276,28 +289,64 @@ typedef struct aev_tls_ops {
     int (*info)(aev_tls_session_t *session, const char *what, void *buf, size_t *len);
 } aev_tls_ops_t;
 
-/* ---- family "dns": resolvers ---------------------------------------------- *
- * Provisional until the first DNS plugin lands. */
+/* ---- family "dns": resolvers ----------------------------------------------
+ *
+ * A resolver serves one loop (create() gets it) and answers loop.getaddrinfo and
+ * loop.getnameinfo with futures of that loop. The core checks the arguments (a host or
+ * a service, a known family, a port in range, a whole sockaddr), then calls the
+ * plugin on the loop's thread; every call of these ops comes from that thread.
+ *
+ *  - getaddrinfo()/getnameinfo() start one query and return 0 with *out set to a new
+ *    future of the loop (the caller's reference), or a negative code with nothing
+ *    started (a detail through host->set_error_detail). The future is completed on the
+ *    loop's thread, at once or later:
+ *      getaddrinfo: value a struct addrinfo list (ai_next chained; ai_addr and
+ *        ai_canonname inside it) owned by the future: its destroy frees the whole list;
+ *      getnameinfo: value an aev_nameinfo_t (<aev/dns.h>) owned by the future;
+ *      errors: AEV_EDNS_* (EAI_* mapped: docs/plugin-authors.md has the table),
+ *        -ENOMEM, a negative errno (EAI_SYSTEM), with the resolver's own text as the
+ *        future's detail.
+ *  - Cancellation is the future's: the application cancels it and it is done, cancelled,
+ *    at once. The resolver learns it from a done callback it put on the future
+ *    (host->future_add_done_callback) and stops or abandons the query; an answer that
+ *    arrives for a done future is freed, never delivered.
+ *  - destroy() comes once, on the loop's thread, when the loop closes and while it is
+ *    still open (remove_reader and handle_cancel still work). The resolver abandons
+ *    every query (their futures may stay pending, as asyncio's do when the loop closes),
+ *    drops every reference it holds and frees itself. Work still running elsewhere must
+ *    then never touch the loop or the resolver (free its answer itself).
+ *
+ * Nothing here assumes threads. A loop-driven resolver (c-ares) watches its sockets with
+ * host->add_reader/add_writer, runs a host->call_later timer from ares_timeout() and
+ * calls ares_process_fd() from those callbacks; a blocking one (getaddrinfo(3)) runs it
+ * through host->run_in_executor (since host v2) and returns that future. */
 
 typedef struct aev_dns_resolver aev_dns_resolver_t;
 struct addrinfo;
 
+/* Capability flags of a resolver. */
+#define AEV_DNS_CAP_THREADS 0x01u /* queries run on the executor's threads (shown by
+                                     aev-inspect; a loop-driven resolver has none) */
+
 #define AEV_DNS_OPS_VERSION 1
 
 typedef struct aev_dns_ops {
-    uint32_t version;
-    uint32_t caps;
+    uint32_t version; /* AEV_DNS_OPS_VERSION the plugin implements */
+    uint32_t caps;    /* AEV_DNS_CAP_* */
+    /* Creates the resolver of loop (once, on first use). A bad option: -EINVAL with a
+     * detail naming the key and the value. */
     int (*create)(const aev_host_t *host, const aev_plugin_context_t *ctx, aev_loop_t *loop,
                   aev_dns_resolver_t **out);
+    /* Abandons every query, releases every future, frees the resolver (see above). */
     void (*destroy)(aev_dns_resolver_t *resolver);
-    /* Completes future with a struct addrinfo list (its destructor frees it) or an error. */
+    /* Starts getaddrinfo(host, service, hints): host or service may be NULL, not both;
+     * hints has ai_family, ai_socktype, ai_protocol and ai_flags set, the rest zero. */
     int (*getaddrinfo)(aev_dns_resolver_t *resolver, const char *host, const char *service,
-                       const struct addrinfo *hints, aev_future_t *future);
-    /* Completes future with a "host\0service\0" string or an error. */
+                       const struct addrinfo *hints, aev_future_t **out);
+    /* Starts getnameinfo(addr, addrlen, flags): addr is an AF_INET or AF_INET6 address of
+     * the right length; the resolver copies it if it needs it later. */
     int (*getnameinfo)(aev_dns_resolver_t *resolver, const struct sockaddr *addr,
-                       socklen_t addrlen, int flags, aev_future_t *future);
-    /* Cancels the query behind future (the future is then cancelled by the core). */
-    int (*cancel)(aev_dns_resolver_t *resolver, aev_future_t *future);
+                       socklen_t addrlen, int flags, aev_future_t **out);
 } aev_dns_ops_t;
 
 /* ---- family "proc": subprocesses ------------------------------------------ *
