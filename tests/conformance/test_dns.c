@@ -275,10 +275,11 @@ END_TEST
 START_TEST(test_invalid_tld)
 {
     /* RFC 6761: ".invalid" never resolves. Without a network the lookup fails as well
-     * (NXDOMAIN, or no server to ask): any resolver error, never a result. */
+     * (NXDOMAIN, or no server to ask): any resolver error, never a result. The trailing
+     * dot makes the name absolute: no search domains are tried. */
     aev_loop_t *loop = tu_loop_new();
     int rc;
-    aev_future_t *f = gai(loop, "no-such-host.invalid", "80", AF_INET, SOCK_STREAM, 0, &rc);
+    aev_future_t *f = gai(loop, "no-such-host.invalid.", "80", AF_INET, SOCK_STREAM, 0, &rc);
     ck_assert_msg(rc <= AEV_EDNS_NONAME && rc >= AEV_EDNS_NODATA, "no-such-host.invalid: %s (%s)",
                   aev_err_name(rc), aev_future_error_detail(f) ? aev_future_error_detail(f) : "");
     ck_assert_ptr_nonnull(strstr(aev_future_error_detail(f), "no-such-host.invalid"));
