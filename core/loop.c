@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "task_internal.h"
+#include "stream_internal.h"
 #include "loop_internal.h"
 #include "sock_internal.h"
 
@@ -624,6 +625,8 @@ int aev_loop_close(aev_loop_t *loop)
     loop->slow_calls = 1;
     pthread_mutex_unlock(&loop->ts_lock);
     aev__ts_discard(loop);
+    aev__servers_loop_close(loop);
+    aev__streams_loop_close(loop);
     aev__io_close(loop);
     aev__sock_loop_close(loop);
     while (loop->ready_head != loop->ready_tail) {

@@ -257,6 +257,11 @@ struct aev_loop {
     aev_task_factory_fn task_factory;
     void *task_factory_data;
 
+    /* stream transports and servers (stream.c, server.c) */
+    struct aev_transport *streams; /* open transports */
+    struct aev_server *servers;
+    void *stream_rbuf;             /* the read buffer the streams share (64 KiB) */
+
     /* error handling */
     aev_exception_handler_fn exc_handler;
     void *exc_userdata;

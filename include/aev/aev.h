@@ -13,6 +13,7 @@
 #include "policy.h"
 #include "task.h"
 #include "sock.h"
+#include "transport.h"
 #include "signals.h"
 #include "executor.h"
 #include "dns.h"

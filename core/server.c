@@ -1,0 +1,446 @@
+/* libaev core - TCP servers (loop.create_server, asyncio.Server): listening
+ * sockets, accepting connections into stream transports, and the server
+ * object's close / close_clients / abort_clients / wait_closed.
+ *
+ * Accepting follows asyncio's _accept_connection: on readiness, accept up to
+ * backlog connections; when the process is out of descriptors or memory, the
+ * error is reported and accepting pauses for one second instead of spinning. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "stream_internal.h"
+
+#define AEV__ACCEPT_RETRY_DELAY 1.0
+
+typedef struct listener {
+    aev_server_t *server;
+    int fd;
+} listener_t;
+
+struct aev_server {
+    aev_loop_t *loop;
+    uint32_t refs;
+    aev_protocol_factory_fn factory;
+    void *userdata;
+    listener_t *listeners;
+    size_t nlisteners;
+    int backlog;
+    int keep_alive;
+    int serving;
+    int closed;
+    aev_handle_t *retry;        /* the timer that resumes accepting after EMFILE & co */
+    aev_transport_t *conns;     /* connections still open */
+    size_t nconns;
+    aev_future_t **waiters;     /* wait_closed() futures */
+    size_t nwaiters;
+    struct aev_server *prev, *next; /* the loop's servers */
+};
+
+static int server_accept_cb(aev_loop_t *loop, void *arg);
+
+/* ---- lifetime ----------------------------------------------------------------------- */
+
+aev_server_t *aev_server_ref(aev_server_t *s)
+{
+    if (s)
+        s->refs++;
+    return s;
+}
+
+static void wake_waiters(aev_server_t *s)
+{
+    if (!s->closed || s->nconns > 0)
+        return;
+    for (size_t i = 0; i < s->nwaiters; i++) {
+        if (!aev_future_done(s->waiters[i]))
+            aev_future_set_result(s->waiters[i], NULL, NULL);
+        aev_future_unref(s->waiters[i]);
+    }
+    free(s->waiters);
+    s->waiters = NULL;
+    s->nwaiters = 0;
+}
+
+static void stop_accepting(aev_server_t *s)
+{
+    for (size_t i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i].fd >= 0)
+            aev__io_unwatch_owned(s->loop, s->listeners[i].fd, AEV_POLL_IN, server_accept_cb, &s->listeners[i]);
+    if (s->retry) {
+        aev_handle_cancel(s->retry);
+        aev_handle_unref(s->retry);
+        s->retry = NULL;
+    }
+    s->serving = 0;
+}
+
+void aev_server_close(aev_server_t *s)
+{
+    if (!s || s->closed)
+        return;
+    stop_accepting(s);
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        if (s->listeners[i].fd >= 0)
+            close(s->listeners[i].fd);
+        s->listeners[i].fd = -1;
+    }
+    s->closed = 1;
+    wake_waiters(s);
+}
+
+void aev_server_unref(aev_server_t *s)
+{
+    if (!s || --s->refs > 0)
+        return;
+    aev_server_close(s);
+    /* connections outlive their server (asyncio leaves them open): they forget it */
+    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
+        t->server = NULL;
+    aev_loop_t *loop = s->loop;
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (loop->servers == s)
+        loop->servers = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    for (size_t i = 0; i < s->nwaiters; i++)
+        aev_future_unref(s->waiters[i]);
+    free(s->waiters);
+    free(s->listeners);
+    free(s);
+    loop->live_futures--;
+    aev__loop_object_released(loop);
+}
+
+aev_loop_t *aev_server_get_loop(const aev_server_t *s)
+{
+    return s ? s->loop : NULL;
+}
+
+/* ---- accepting ------------------------------------------------------------------------- */
+
+static int retry_accept_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_server_t *s = arg;
+    aev_handle_unref(s->retry);
+    s->retry = NULL;
+    if (!s->closed)
+        aev_server_start_serving(s);
+    return 0;
+}
+
+static int server_accept_cb(aev_loop_t *loop, void *arg)
+{
+    listener_t *l = arg;
+    aev_server_t *s = l->server;
+    for (int i = 0; i < s->backlog && s->serving; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK)
+                return 0;
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+                continue;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                aev_exception_context_t ctx = {.message = "socket.accept() out of system resource",
+                                               .error = -e, .has_socket = 1, .socket = l->fd};
+                aev_loop_call_exception_handler(loop, &ctx);
+                stop_accepting(s);
+                aev_loop_call_later(loop, AEV__ACCEPT_RETRY_DELAY, retry_accept_cb, s, &s->retry);
+                return 0;
+            }
+            aev_exception_context_t ctx = {.message = "error accepting a connection", .error = -e,
+                                           .has_socket = 1, .socket = l->fd};
+            aev_loop_call_exception_handler(loop, &ctx);
+            return 0;
+        }
+        if (s->keep_alive) {
+            int one = 1;
+            (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        }
+        aev_transport_t *t = NULL;
+        int rc = aev__stream_new(loop, fd, s->factory, s->userdata, s, &t);
+        if (rc < 0) {
+            close(fd);
+            aev_exception_context_t ctx = {.message = "could not make a transport for a new connection",
+                                           .error = rc};
+            aev_loop_call_exception_handler(loop, &ctx);
+            continue;
+        }
+        t->srv_next = s->conns;
+        if (s->conns)
+            s->conns->srv_prev = t;
+        s->conns = t;
+        s->nconns++;
+    }
+    return 0;
+}
+
+void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t)
+{
+    if (t->srv_prev)
+        t->srv_prev->srv_next = t->srv_next;
+    else if (s->conns == t)
+        s->conns = t->srv_next;
+    if (t->srv_next)
+        t->srv_next->srv_prev = t->srv_prev;
+    t->srv_prev = t->srv_next = NULL;
+    t->server = NULL;
+    s->nconns--;
+    wake_waiters(s);
+}
+
+int aev_server_start_serving(aev_server_t *s)
+{
+    if (!s)
+        return -EINVAL;
+    if (s->closed) {
+        aev__set_detail("the server is closed");
+        return AEV_EINVALID_STATE;
+    }
+    if (s->serving)
+        return 0;
+    for (size_t i = 0; i < s->nlisteners; i++) {
+        int rc = aev__io_watch_owned(s->loop, s->listeners[i].fd, AEV_POLL_IN, server_accept_cb,
+                                     &s->listeners[i]);
+        if (rc < 0) {
+            stop_accepting(s);
+            return rc;
+        }
+    }
+    s->serving = 1;
+    return 0;
+}
+
+int aev_server_is_serving(const aev_server_t *s)
+{
+    return s && s->serving ? 1 : 0;
+}
+
+void aev_server_close_clients(aev_server_t *s)
+{
+    if (!s)
+        return;
+    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
+        aev_transport_close(t);
+}
+
+void aev_server_abort_clients(aev_server_t *s)
+{
+    if (!s)
+        return;
+    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
+        aev_transport_abort(t);
+}
+
+int aev_server_wait_closed(aev_server_t *s, aev_future_t **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!s)
+        return -EINVAL;
+    int rc = aev_loop_create_future(s->loop, out);
+    if (rc < 0)
+        return rc;
+    if (s->closed && s->nconns == 0) {
+        aev_future_set_result(*out, NULL, NULL);
+        return 0;
+    }
+    aev_future_t **w = realloc(s->waiters, (s->nwaiters + 1) * sizeof *w);
+    if (!w) {
+        aev_future_unref(*out);
+        *out = NULL;
+        return -ENOMEM;
+    }
+    s->waiters = w;
+    s->waiters[s->nwaiters++] = aev_future_ref(*out);
+    return 0;
+}
+
+size_t aev_server_sockets(const aev_server_t *s, int *fds, size_t cap)
+{
+    if (!s || s->closed)
+        return 0;
+    for (size_t i = 0; fds && i < s->nlisteners && i < cap; i++)
+        fds[i] = s->listeners[i].fd;
+    return s->nlisteners;
+}
+
+/* ---- create_server ----------------------------------------------------------------------- */
+
+/* One listening socket on addr; -errno with a detail naming the address. */
+static int listen_on(const struct sockaddr *addr, socklen_t len, const aev_server_options_t *o, int backlog,
+                     int *out)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (!o || o->reuse_address >= 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (o && o->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        int e = errno;
+        close(fd);
+        aev__set_detail("reuse_port is not supported here: %s", strerror(e));
+        return -e;
+    }
+    if (addr->sa_family == AF_INET6) /* as asyncio: the v4 socket serves v4 */
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, addr, len) < 0 || listen(fd, backlog) < 0) {
+        int e = errno;
+        char host[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (addr->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, host, sizeof host);
+            port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+        } else if (addr->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, host, sizeof host);
+            port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+        }
+        close(fd);
+        aev__set_detail("error while attempting to bind on address ('%s', %d): %s", host, port, strerror(e));
+        return -e;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* The addresses of host (NULL/"": all interfaces; a comma list; numeric only for now). */
+static int parse_hosts(const char *host, int port, int family, struct sockaddr_storage *addrs, socklen_t *lens,
+                       size_t cap, size_t *n)
+{
+    *n = 0;
+    if (port < 0 || port > 65535) {
+        aev__set_detail("port %d out of range 0-65535", port);
+        return -EINVAL;
+    }
+    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) {
+        aev__set_detail("family %d is not AF_UNSPEC, AF_INET or AF_INET6", family);
+        return -EAFNOSUPPORT;
+    }
+    char buf[1024];
+    if (!host || !*host) {
+        snprintf(buf, sizeof buf, "%s", family == AF_INET6 ? "::" : family == AF_INET ? "0.0.0.0" : "0.0.0.0,::");
+    } else if (snprintf(buf, sizeof buf, "%s", host) >= (int)sizeof buf) {
+        aev__set_detail("host list too long");
+        return -EINVAL;
+    }
+    char *save = NULL;
+    for (char *h = strtok_r(buf, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+        while (*h == ' ')
+            h++;
+        if (*n == cap) {
+            aev__set_detail("too many hosts (at most %zu)", cap);
+            return -EINVAL;
+        }
+        struct sockaddr_storage *ss = &addrs[*n];
+        memset(ss, 0, sizeof *ss);
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        if (family != AF_INET6 && inet_pton(AF_INET, h, &in->sin_addr) == 1) {
+            in->sin_family = AF_INET;
+            in->sin_port = htons((uint16_t)port);
+            lens[(*n)++] = sizeof *in;
+        } else if (family != AF_INET && inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons((uint16_t)port);
+            lens[(*n)++] = sizeof *in6;
+        } else {
+            aev__set_detail("host '%s' is not a numeric address of the family asked for (names need "
+                            "the resolver, which comes with the DNS family)", h);
+            return AEV_ENOT_SUPPORTED;
+        }
+    }
+    return 0;
+}
+
+static void server_value_release(void *value)
+{
+    aev_server_unref(value);
+}
+
+int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, const char *host,
+                           int port, const aev_server_options_t *opts, aev_future_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !factory || !out)
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
+    int backlog = opts && opts->backlog > 0 ? opts->backlog : 100;
+    struct sockaddr_storage addrs[16];
+    socklen_t lens[16];
+    size_t naddrs = 0;
+    if (opts && opts->use_sock) {
+        if (host || port) {
+            aev__set_detail("host/port and sock can not be specified at the same time");
+            return -EINVAL;
+        }
+    } else {
+        rc = parse_hosts(host, port, opts ? opts->family : AF_UNSPEC, addrs, lens, 16, &naddrs);
+        if (rc < 0)
+            return rc;
+    }
+    aev_server_t *s = calloc(1, sizeof *s);
+    size_t nl = opts && opts->use_sock ? 1 : naddrs;
+    if (!s || !(s->listeners = calloc(nl, sizeof *s->listeners))) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->refs = 1;
+    s->factory = factory;
+    s->userdata = userdata;
+    s->backlog = backlog;
+    s->keep_alive = opts && opts->keep_alive;
+    for (size_t i = 0; i < nl; i++) {
+        s->listeners[i].server = s;
+        s->listeners[i].fd = -1;
+    }
+    s->nlisteners = nl;
+    loop->live_futures++;
+    s->next = loop->servers;
+    if (loop->servers)
+        loop->servers->prev = s;
+    loop->servers = s;
+    if (opts && opts->use_sock) {
+        int fd = opts->sock;
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || listen(fd, backlog) < 0) {
+            rc = -errno;
+            aev__set_detail("sock %d cannot listen: %s", fd, strerror(errno));
+        } else {
+            s->listeners[0].fd = fd;
+        }
+    } else {
+        for (size_t i = 0; i < naddrs && rc == 0; i++)
+            rc = listen_on((struct sockaddr *)&addrs[i], lens[i], opts, backlog, &s->listeners[i].fd);
+    }
+    if (rc == 0 && !(opts && opts->no_start))
+        rc = aev_server_start_serving(s);
+    if (rc == 0)
+        rc = aev_loop_create_future(loop, out);
+    if (rc < 0) {
+        aev_server_unref(s);
+        return rc;
+    }
+    aev_future_set_result(*out, s, server_value_release);
+    return 0;
+}
+
+void aev__servers_loop_close(aev_loop_t *loop)
+{
+    for (aev_server_t *s = loop->servers; s; s = s->next)
+        aev_server_close(s);
+}

@@ -1,0 +1,611 @@
+/* libaev core - stream transports (asyncio's _SelectorSocketTransport):
+ * reading into the protocol, the write buffer with its high/low marks,
+ * write_eof, close and abort, and the one connection_lost at the end.
+ *
+ * I/O follows DESIGN ("I/O"): a write is tried at once and only what the
+ * socket does not take is buffered, with write interest registered until the
+ * buffer drains; a readable socket is read once per readiness event (no retry
+ * into EAGAIN) into one 64 KiB buffer the loop shares between its streams, or
+ * straight into a buffered protocol's buffer. The watchers are the core's own
+ * (aev__io_watch_owned), registered while reading or while bytes wait. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "stream_internal.h"
+
+#define AEV__STREAM_READ_SIZE 65536
+#define AEV__STREAM_HIGH_DEFAULT (64u * 1024u)
+
+static int stream_readable(aev_loop_t *loop, void *arg);
+static int stream_writable(aev_loop_t *loop, void *arg);
+
+/* ---- lifetime ------------------------------------------------------------------ */
+
+aev_transport_t *aev_transport_ref(aev_transport_t *t)
+{
+    if (t)
+        t->refs++;
+    return t;
+}
+
+void aev_transport_unref(aev_transport_t *t)
+{
+    if (!t || --t->refs > 0)
+        return;
+    aev_loop_t *loop = t->loop;
+    free(t->wbuf);
+    free(t);
+    loop->live_futures--; /* transports count as live objects of the loop */
+    aev__loop_object_released(loop);
+}
+
+aev_loop_t *aev_transport_get_loop(const aev_transport_t *t)
+{
+    return t ? t->loop : NULL;
+}
+
+static void list_unlink(aev_transport_t *t)
+{
+    aev_loop_t *loop = t->loop;
+    if (t->prev)
+        t->prev->next = t->next;
+    else if (loop->streams == t)
+        loop->streams = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* Reports a protocol callback that "raised" and aborts the transport (asyncio's _fatal_error). */
+static void protocol_raised(aev_transport_t *t, const char *what, int rc)
+{
+    aev_exception_context_t ctx = {.message = what, .error = rc, .protocol = t->proto, .transport = t,
+                                   .has_socket = t->fd >= 0, .socket = t->fd};
+    aev_loop_call_exception_handler(t->loop, &ctx);
+    aev__stream_force_close(t, rc);
+}
+
+/* The last act: connection_lost, the fd closed, the loop's reference dropped. */
+static int call_connection_lost(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_transport_t *t = arg;
+    if (t->fd >= 0) {
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+        close(t->fd);
+        t->fd = -1;
+    }
+    if (t->made && t->proto && t->proto->connection_lost) {
+        int rc = t->proto->connection_lost(t->proto, t->conn_error);
+        if (rc < 0) {
+            aev_exception_context_t ctx = {.message = "connection_lost raised", .error = rc,
+                                           .protocol = t->proto, .transport = t};
+            aev_loop_call_exception_handler(t->loop, &ctx);
+        }
+    }
+    t->proto = NULL;
+    list_unlink(t);
+    if (t->server)
+        aev__server_connection_gone(t->server, t);
+    aev_transport_unref(t); /* the loop's */
+    return 0;
+}
+
+static void schedule_connection_lost(aev_transport_t *t)
+{
+    if (t->lost)
+        return;
+    t->lost = 1;
+    if (aev_loop_call_soon(t->loop, call_connection_lost, t, NULL) < 0)
+        call_connection_lost(t->loop, t); /* closed loop or no memory: now */
+}
+
+void aev__stream_force_close(aev_transport_t *t, int error)
+{
+    if (t->lost)
+        return;
+    if (t->fd >= 0) {
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+    }
+    t->closing = 1;
+    t->reading = 0;
+    t->wlen = t->woff = 0;
+    if (!t->conn_error)
+        t->conn_error = error;
+    schedule_connection_lost(t);
+}
+
+/* A socket error: reset-like errors are the peer's doing and are not reported (asyncio logs
+ * them at debug level only); anything else reaches the exception handler. */
+static void socket_failed(aev_transport_t *t, const char *what, int err)
+{
+    if (err != -ECONNRESET && err != -EPIPE && err != -ECONNABORTED && err != -ETIMEDOUT) {
+        aev_exception_context_t ctx = {.message = what, .error = err, .protocol = t->proto,
+                                       .transport = t, .has_socket = 1, .socket = t->fd};
+        aev_loop_call_exception_handler(t->loop, &ctx);
+    }
+    aev__stream_force_close(t, err);
+}
+
+/* ---- creating ------------------------------------------------------------------------ */
+
+static int call_connection_made(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_transport_t *t = arg;
+    t->made_pending = 0;
+    if (t->lost) { /* aborted before it was even made: no protocol was made either */
+        aev_transport_unref(t);
+        return 0;
+    }
+    /* the protocol is made now, so that one exists only for a connection that is made */
+    t->proto = t->factory(t->factory_data);
+    if (!t->proto) {
+        aev_exception_context_t ctx = {.message = "the protocol factory returned no protocol",
+                                       .error = -ENOMEM, .transport = t};
+        aev_loop_call_exception_handler(t->loop, &ctx);
+        aev__stream_force_close(t, -ENOMEM);
+        aev_transport_unref(t);
+        return 0;
+    }
+    t->made = 1;
+    int rc = t->proto->connection_made ? t->proto->connection_made(t->proto, t) : 0;
+    if (rc < 0)
+        protocol_raised(t, "connection_made raised", rc);
+    else if (t->reading && !t->closing)
+        aev__stream_resume_io(t);
+    aev_transport_unref(t); /* the scheduled call's */
+    return 0;
+}
+
+int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, void *factory_data,
+                    aev_server_t *server, aev_transport_t **out)
+{
+    aev_transport_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->loop = loop;
+    t->refs = 2; /* the loop's, and the scheduled connection_made's */
+    t->fd = fd;
+    t->factory = factory;
+    t->factory_data = factory_data;
+    t->server = server;
+    t->reading = 1;
+    t->high = AEV__STREAM_HIGH_DEFAULT;
+    t->low = AEV__STREAM_HIGH_DEFAULT / 4;
+    int one = 1; /* as asyncio: no Nagle on stream transports (harmless on AF_UNIX) */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = aev_loop_call_soon(loop, call_connection_made, t, NULL);
+    if (rc < 0) {
+        free(t);
+        return rc;
+    }
+    t->made_pending = 1;
+    loop->live_futures++;
+    t->next = loop->streams;
+    if (loop->streams)
+        loop->streams->prev = t;
+    loop->streams = t;
+    if (out)
+        *out = t;
+    return 0;
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+/* Registers the reader while the transport reads. */
+void aev__stream_resume_io(aev_transport_t *t)
+{
+    if (t->fd >= 0 && t->reading && !t->eof_received && !t->closing) {
+        int rc = aev__io_watch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+        if (rc < 0)
+            socket_failed(t, "could not watch the socket for reading", rc);
+    }
+}
+
+static void on_eof(aev_transport_t *t)
+{
+    t->eof_received = 1;
+    aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+    int keep = 0;
+    if (t->proto->eof_received) {
+        keep = t->proto->eof_received(t->proto);
+        if (keep < 0) {
+            protocol_raised(t, "eof_received raised", keep);
+            return;
+        }
+    }
+    if (!keep)
+        aev_transport_close(t);
+}
+
+static int stream_readable(aev_loop_t *loop, void *arg)
+{
+    aev_transport_t *t = arg;
+    if (!t->reading || t->closing || t->lost)
+        return 0;
+    aev_protocol_t *p = t->proto;
+    void *buf;
+    size_t size;
+    if (p->get_buffer) {
+        size = 0;
+        buf = p->get_buffer(p, AEV__STREAM_READ_SIZE, &size);
+        if (!buf || size == 0) {
+            protocol_raised(t, "get_buffer returned no buffer", -ENOBUFS);
+            return 0;
+        }
+    } else {
+        if (!loop->stream_rbuf && !(loop->stream_rbuf = malloc(AEV__STREAM_READ_SIZE))) {
+            socket_failed(t, "no memory for the read buffer", -ENOMEM);
+            return 0;
+        }
+        buf = loop->stream_rbuf;
+        size = AEV__STREAM_READ_SIZE;
+    }
+    ssize_t n;
+    do
+        n = recv(t->fd, buf, size, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        int rc = p->get_buffer ? (p->buffer_updated ? p->buffer_updated(p, (size_t)n) : 0)
+                               : (p->data_received ? p->data_received(p, buf, (size_t)n) : 0);
+        if (rc < 0)
+            protocol_raised(t, p->get_buffer ? "buffer_updated raised" : "data_received raised", rc);
+    } else if (n == 0) {
+        on_eof(t);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        socket_failed(t, "fatal read error on socket transport", -errno);
+    }
+    return 0;
+}
+
+void aev_transport_pause_reading(aev_transport_t *t)
+{
+    if (!t || !t->reading || t->closing)
+        return;
+    t->reading = 0;
+    if (t->fd >= 0)
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+}
+
+void aev_transport_resume_reading(aev_transport_t *t)
+{
+    if (!t || t->reading || t->closing)
+        return;
+    t->reading = 1;
+    if (t->made)
+        aev__stream_resume_io(t);
+}
+
+int aev_transport_is_reading(const aev_transport_t *t)
+{
+    return t && t->reading && !t->closing ? 1 : 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+static void maybe_pause_protocol(aev_transport_t *t)
+{
+    size_t size = t->wlen - t->woff;
+    if (size <= t->high || t->writing_paused)
+        return;
+    t->writing_paused = 1;
+    if (t->proto && t->proto->pause_writing) {
+        int rc = t->proto->pause_writing(t->proto);
+        if (rc < 0) {
+            aev_exception_context_t ctx = {.message = "protocol.pause_writing() failed", .error = rc,
+                                           .protocol = t->proto, .transport = t};
+            aev_loop_call_exception_handler(t->loop, &ctx);
+        }
+    }
+}
+
+static void maybe_resume_protocol(aev_transport_t *t)
+{
+    if (!t->writing_paused || t->wlen - t->woff > t->low)
+        return;
+    t->writing_paused = 0;
+    if (t->proto && t->proto->resume_writing) {
+        int rc = t->proto->resume_writing(t->proto);
+        if (rc < 0) {
+            aev_exception_context_t ctx = {.message = "protocol.resume_writing() failed", .error = rc,
+                                           .protocol = t->proto, .transport = t};
+            aev_loop_call_exception_handler(t->loop, &ctx);
+        }
+    }
+}
+
+/* Appends to the write buffer (compacting it first when the sent part is large). */
+static int buffer_append(aev_transport_t *t, const void *data, size_t len)
+{
+    if (t->woff > 0 && (t->woff >= t->wlen / 2 || t->wlen + len > t->wcap)) {
+        memmove(t->wbuf, t->wbuf + t->woff, t->wlen - t->woff);
+        t->wlen -= t->woff;
+        t->woff = 0;
+    }
+    if (t->wlen + len > t->wcap) {
+        size_t cap = t->wcap ? t->wcap : 4096;
+        while (cap < t->wlen + len)
+            cap *= 2;
+        char *n = realloc(t->wbuf, cap);
+        if (!n)
+            return -ENOMEM;
+        t->wbuf = n;
+        t->wcap = cap;
+    }
+    memcpy(t->wbuf + t->wlen, data, len);
+    t->wlen += len;
+    return 0;
+}
+
+/* All buffered bytes went: finish what waited for it. */
+static void write_drained(aev_transport_t *t)
+{
+    aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+    t->wlen = t->woff = 0;
+    maybe_resume_protocol(t);
+    if (t->closing) {
+        schedule_connection_lost(t);
+    } else if (t->eof_pending && !t->eof_sent) {
+        t->eof_sent = 1;
+        (void)shutdown(t->fd, SHUT_WR);
+    }
+}
+
+static int stream_writable(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_transport_t *t = arg;
+    if (t->lost)
+        return 0;
+    size_t left = t->wlen - t->woff;
+    ssize_t n = left ? send(t->fd, t->wbuf + t->woff, left, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 0;
+        socket_failed(t, "fatal write error on socket transport", -errno);
+        return 0;
+    }
+    t->woff += (size_t)n;
+    if (t->woff == t->wlen)
+        write_drained(t);
+    else
+        maybe_resume_protocol(t);
+    return 0;
+}
+
+int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int iovcnt)
+{
+    if (!t || (iovcnt > 0 && !iov) || iovcnt < 0)
+        return -EINVAL;
+    if (t->eof_pending) {
+        aev__set_detail("cannot write after write_eof()");
+        return AEV_EINVALID_STATE;
+    }
+    if (t->lost || t->closing)
+        return t->conn_error ? t->conn_error : AEV_EINVALID_STATE;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total == 0)
+        return 0;
+    int i = 0;
+    size_t skip = 0;
+    if (t->wlen == t->woff && t->made) {
+        /* nothing buffered: try the socket at once */
+        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(t->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                socket_failed(t, "fatal write error on socket transport", -errno);
+                return 0;
+            }
+            n = 0;
+        }
+        if ((size_t)n == total)
+            return 0;
+        size_t sent = (size_t)n;
+        while (sent >= iov[i].iov_len) {
+            sent -= iov[i].iov_len;
+            i++;
+        }
+        skip = sent;
+    }
+    int was_empty = t->wlen == t->woff;
+    for (; i < iovcnt; i++, skip = 0) {
+        int rc = buffer_append(t, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+        if (rc < 0) {
+            socket_failed(t, "no memory for the write buffer", rc);
+            return rc;
+        }
+    }
+    if (was_empty && t->made) {
+        int rc = aev__io_watch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+        if (rc < 0) {
+            socket_failed(t, "could not watch the socket for writing", rc);
+            return rc;
+        }
+    }
+    maybe_pause_protocol(t);
+    return 0;
+}
+
+int aev_transport_write(aev_transport_t *t, const void *data, size_t len)
+{
+    if (len && !data)
+        return -EINVAL;
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return aev_transport_writelines(t, &iov, 1);
+}
+
+int aev_transport_write_eof(aev_transport_t *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->closing || t->eof_pending)
+        return 0;
+    t->eof_pending = 1;
+    if (t->wlen == t->woff && t->fd >= 0) {
+        t->eof_sent = 1;
+        (void)shutdown(t->fd, SHUT_WR);
+    }
+    return 0;
+}
+
+int aev_transport_can_write_eof(const aev_transport_t *t)
+{
+    return t ? 1 : 0;
+}
+
+void aev_transport_close(aev_transport_t *t)
+{
+    if (!t || t->closing)
+        return;
+    t->closing = 1;
+    if (t->fd >= 0)
+        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+    if (t->wlen == t->woff)
+        schedule_connection_lost(t);
+    /* else: connection_lost once the buffer drained (write_drained) */
+}
+
+void aev_transport_abort(aev_transport_t *t)
+{
+    if (t)
+        aev__stream_force_close(t, 0);
+}
+
+int aev_transport_is_closing(const aev_transport_t *t)
+{
+    return t && (t->closing || t->lost) ? 1 : 0;
+}
+
+int aev_transport_set_write_buffer_limits(aev_transport_t *t, long high, long low)
+{
+    if (!t)
+        return -EINVAL;
+    size_t h, l;
+    if (high < 0)
+        h = low < 0 ? AEV__STREAM_HIGH_DEFAULT : (size_t)low * 4;
+    else
+        h = (size_t)high;
+    l = low < 0 ? h / 4 : (size_t)low;
+    if (l > h) {
+        aev__set_detail("high (%zu) must be >= low (%zu) must be >= 0", h, l);
+        return -EINVAL;
+    }
+    t->high = h;
+    t->low = l;
+    maybe_pause_protocol(t);
+    return 0;
+}
+
+void aev_transport_get_write_buffer_limits(const aev_transport_t *t, size_t *low, size_t *high)
+{
+    if (low)
+        *low = t ? t->low : 0;
+    if (high)
+        *high = t ? t->high : 0;
+}
+
+size_t aev_transport_get_write_buffer_size(const aev_transport_t *t)
+{
+    return t ? t->wlen - t->woff : 0;
+}
+
+void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)
+{
+    if (t && p)
+        t->proto = p;
+}
+
+aev_protocol_t *aev_transport_get_protocol(const aev_transport_t *t)
+{
+    return t ? t->proto : NULL;
+}
+
+int aev_transport_get_fd(const aev_transport_t *t)
+{
+    return t ? t->fd : -1;
+}
+
+int aev_transport_get_peername(const aev_transport_t *t, struct sockaddr *addr, socklen_t *len)
+{
+    if (!t || !addr || !len)
+        return -EINVAL;
+    if (t->fd < 0)
+        return -EBADF;
+    return getpeername(t->fd, addr, len) < 0 ? -errno : 0;
+}
+
+int aev_transport_get_sockname(const aev_transport_t *t, struct sockaddr *addr, socklen_t *len)
+{
+    if (!t || !addr || !len)
+        return -EINVAL;
+    if (t->fd < 0)
+        return -EBADF;
+    return getsockname(t->fd, addr, len) < 0 ? -errno : 0;
+}
+
+/* ---- connect_accepted_socket ------------------------------------------------------------ */
+
+static void transport_value_release(void *value)
+{
+    aev_transport_unref(value);
+}
+
+int aev_loop_connect_accepted_socket(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                                     int fd, aev_future_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !factory || !out || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -EINVAL;
+    }
+    int rc = aev__check_usable(loop);
+    if (rc == 0)
+        rc = aev_loop_create_future(loop, out);
+    aev_transport_t *t = NULL;
+    if (rc == 0)
+        rc = aev__stream_new(loop, fd, factory, userdata, NULL, &t);
+    if (rc < 0) {
+        close(fd);
+        aev_future_unref(*out);
+        *out = NULL;
+        return rc;
+    }
+    /* the future's value holds a reference: the pointer stays valid while it is read */
+    aev_future_set_result(*out, aev_transport_ref(t), transport_value_release);
+    return 0;
+}
+
+/* ---- loop close ------------------------------------------------------------------------------ */
+
+void aev__streams_loop_close(aev_loop_t *loop)
+{
+    /* Transports still open when the loop closes: their sockets are closed and their
+     * protocols get connection_lost(AEV_ECLOSED) now, so that nothing leaks. */
+    while (loop->streams) {
+        aev_transport_t *t = loop->streams;
+        if (loop->debug)
+            aev_log(AEV_LOG_WARNING, "aev", "unclosed transport (fd %d) when the loop closes", t->fd);
+        t->conn_error = t->conn_error ? t->conn_error : AEV_ECLOSED;
+        t->lost = 1;
+        if (t->made_pending) { /* its queued connection_made is discarded with the queue */
+            t->made_pending = 0;
+            t->refs--;
+        }
+        call_connection_lost(loop, t);
+    }
+    free(loop->stream_rbuf);
+    loop->stream_rbuf = NULL;
+}

@@ -1,0 +1,47 @@
+/* libaev core - stream transports and servers (stream.c, server.c). */
+#ifndef AEV_STREAM_INTERNAL_H
+#define AEV_STREAM_INTERNAL_H
+
+#include "aev/transport.h"
+#include "loop_internal.h"
+
+struct aev_transport {
+    aev_loop_t *loop;
+    uint32_t refs;   /* the loop's until connection_lost has run, the users' */
+    int fd;          /* -1 once closed */
+    aev_protocol_factory_fn factory; /* called when the connection is made */
+    void *factory_data;
+    aev_protocol_t *proto;           /* NULL until connection_made */
+    aev_server_t *server;            /* the server that accepted it, or NULL */
+    struct aev_transport *prev, *next;         /* the loop's open transports */
+    struct aev_transport *srv_prev, *srv_next; /* the server's connections */
+    uint8_t reading;        /* not paused */
+    uint8_t closing;        /* close() or abort() was called, or a fatal error */
+    uint8_t eof_pending;    /* write_eof() was called */
+    uint8_t eof_sent;       /* shutdown(SHUT_WR) done */
+    uint8_t eof_received;
+    uint8_t made_pending;   /* connection_made is queued (holds a reference) */
+    uint8_t made;           /* connection_made ran */
+    uint8_t lost;           /* connection_lost is queued or ran */
+    uint8_t writing_paused; /* pause_writing was called, resume_writing not yet */
+    int conn_error;         /* what connection_lost will say */
+    char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
+    size_t wlen, woff, wcap;
+    size_t high, low;       /* write-buffer marks */
+};
+
+/* A transport over a connected stream socket (owned from now on, also on failure: the
+ * caller closes fd only if this fails); connection_made is scheduled. */
+int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, void *factory_data,
+                    aev_server_t *server, aev_transport_t **out);
+void aev__stream_resume_io(aev_transport_t *t);
+/* Closes at once (abort, fatal errors): buffer dropped, connection_lost(error) queued. */
+void aev__stream_force_close(aev_transport_t *t, int error);
+/* A server's connection ended (from connection_lost). */
+void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
+
+/* loop close: transports get connection_lost(AEV_ECLOSED) now; servers are closed */
+void aev__streams_loop_close(aev_loop_t *loop);
+void aev__servers_loop_close(aev_loop_t *loop);
+
+#endif /* AEV_STREAM_INTERNAL_H */

@@ -1,0 +1,183 @@
+/* libaev - transports and protocols (asyncio "Transports and Protocols"),
+ * stream connections and servers.
+ *
+ * A protocol is the application's side of a connection: a struct of callbacks
+ * and a userdata pointer, made by a factory the loop calls for each new
+ * connection (protocol_factory). A transport is the loop's side: it owns the
+ * socket, buffers what could not be written yet, and calls the protocol.
+ *
+ * Protocol callbacks return 0, or a negative code meaning "raised": the loop
+ * then reports it to the exception handler (with the protocol and transport in
+ * the context) and aborts the transport, as asyncio's _fatal_error does.
+ *
+ * Order of calls, as asyncio guarantees: connection_made first, then any
+ * number of data_received (or get_buffer/buffer_updated), at most one
+ * eof_received, and connection_lost last, exactly once; after it the transport
+ * never touches the protocol again, so connection_lost may free it.
+ *
+ * Lifetime of a transport: the loop owns it from connection_made until
+ * connection_lost has returned; then it is freed, unless someone holds a
+ * reference (aev_transport_ref/unref). The pointer given to connection_made is
+ * valid until connection_lost returns.
+ */
+#ifndef AEV_TRANSPORT_H
+#define AEV_TRANSPORT_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+typedef struct aev_transport aev_transport_t;
+typedef struct aev_protocol aev_protocol_t;
+typedef struct aev_server aev_server_t;
+
+/* ---- protocols --------------------------------------------------------------- */
+
+/* A protocol: set the callbacks it handles, leave the others NULL. */
+struct aev_protocol {
+    void *userdata;
+    /* BaseProtocol */
+    int (*connection_made)(aev_protocol_t *p, aev_transport_t *t);
+    /* error: 0 for a regular EOF or close, else why the connection was lost */
+    int (*connection_lost)(aev_protocol_t *p, int error);
+    int (*pause_writing)(aev_protocol_t *p);
+    int (*resume_writing)(aev_protocol_t *p);
+    /* Protocol: data is valid only during the call */
+    int (*data_received)(aev_protocol_t *p, const void *data, size_t len);
+    /* return 1 to keep the transport open (half-closed: you may still write), 0 to close it */
+    int (*eof_received)(aev_protocol_t *p);
+    /* BufferedProtocol (used when get_buffer is set): give a buffer of at least 1 byte
+     * (sizehint is advisory), the loop receives straight into it (zero copy) */
+    void *(*get_buffer)(aev_protocol_t *p, size_t sizehint, size_t *size);
+    int (*buffer_updated)(aev_protocol_t *p, size_t nbytes);
+};
+
+/** Makes the protocol of one new connection (protocol_factory); NULL refuses it (-ENOMEM). */
+typedef aev_protocol_t *(*aev_protocol_factory_fn)(void *userdata);
+
+/* ---- transports ------------------------------------------------------------------- */
+
+/** Adds a reference, so that the transport outlives its connection_lost. */
+aev_transport_t *aev_transport_ref(aev_transport_t *t);
+/** Releases a reference taken with aev_transport_ref(). */
+void aev_transport_unref(aev_transport_t *t);
+
+/** Returns the loop of the transport. */
+aev_loop_t *aev_transport_get_loop(const aev_transport_t *t);
+
+/** Writes data: sent at once as far as the socket takes it, the rest copied into the write
+ *  buffer. 0, AEV_EINVALID_STATE after write_eof/close, or the connection's error. */
+int aev_transport_write(aev_transport_t *t, const void *data, size_t len);
+/** Writes several buffers in order (writelines), as one write. */
+int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int iovcnt);
+/** Closes the write side once the buffer is flushed (write_eof). */
+int aev_transport_write_eof(aev_transport_t *t);
+/** Returns 1 if write_eof is possible (stream sockets: yes). */
+int aev_transport_can_write_eof(const aev_transport_t *t);
+
+/** Closes the transport once its buffer is flushed; connection_lost(0) follows (close). */
+void aev_transport_close(aev_transport_t *t);
+/** Closes at once, dropping the buffer; connection_lost(0) follows soon (abort). */
+void aev_transport_abort(aev_transport_t *t);
+/** Returns 1 once the transport is closing or closed. */
+int aev_transport_is_closing(const aev_transport_t *t);
+
+/** Stops calling data_received until resume_reading (pause_reading). Idempotent. */
+void aev_transport_pause_reading(aev_transport_t *t);
+/** Resumes reading (resume_reading). Idempotent. */
+void aev_transport_resume_reading(aev_transport_t *t);
+/** Returns 1 while the transport reads (is_reading). */
+int aev_transport_is_reading(const aev_transport_t *t);
+
+/** Sets the write-buffer marks: pause_writing above high, resume_writing at low or below.
+ *  -1 for a default: high 64 KiB, low high / 4 (asyncio's). -EINVAL if low > high. */
+int aev_transport_set_write_buffer_limits(aev_transport_t *t, long high, long low);
+/** Reads the marks (either pointer may be NULL). */
+void aev_transport_get_write_buffer_limits(const aev_transport_t *t, size_t *low, size_t *high);
+/** Returns the number of bytes in the write buffer. */
+size_t aev_transport_get_write_buffer_size(const aev_transport_t *t);
+
+/** Replaces the protocol (set_protocol); the old one gets no more calls. */
+void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p);
+/** Returns the protocol (get_protocol). */
+aev_protocol_t *aev_transport_get_protocol(const aev_transport_t *t);
+
+/** get_extra_info('socket'): the file descriptor (still the transport's), or -1 after close. */
+int aev_transport_get_fd(const aev_transport_t *t);
+/** get_extra_info('peername'): 0 and the address, or a negative error. *len is in/out. */
+int aev_transport_get_peername(const aev_transport_t *t, struct sockaddr *addr, socklen_t *len);
+/** get_extra_info('sockname'). */
+int aev_transport_get_sockname(const aev_transport_t *t, struct sockaddr *addr, socklen_t *len);
+
+/* ---- connections ------------------------------------------------------------------ */
+
+/** Wraps an accepted (or otherwise connected) stream socket fd in a transport with a protocol
+ *  from factory (connect_accepted_socket). The transport owns fd from then on (also on
+ *  failure, when it is closed). The future's value is the aev_transport_t * (borrowed: valid
+ *  until connection_lost; take a reference to keep it). */
+int aev_loop_connect_accepted_socket(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                                     int fd, aev_future_t **out);
+
+/* ---- servers ------------------------------------------------------------------------ */
+
+/* Options of create_server; zero means the spec's default. */
+typedef struct aev_server_options {
+    int family;          /* AF_UNSPEC, AF_INET or AF_INET6 */
+    int flags;           /* getaddrinfo flags (AI_PASSIVE is implied) */
+    int use_sock;        /* 1: serve sock (an already bound socket) instead of host/port */
+    int sock;
+    int backlog;         /* listen() backlog; 0: 100 */
+    int reuse_address;   /* 0: default (on, on Unix), 1: on, -1: off */
+    int reuse_port;      /* 1: SO_REUSEPORT */
+    int keep_alive;      /* 1: SO_KEEPALIVE on accepted connections */
+    int no_start;        /* 1: start_serving=False (serve later with aev_server_start_serving) */
+} aev_server_options_t;
+
+/** Creates a TCP server listening on host:port (create_server). host NULL or "" means all
+ *  interfaces; a comma list gives several hosts; port 0 picks a free one. Hosts must be
+ *  numeric addresses until the resolver lands (AEV_ENOT_SUPPORTED for a name). Bad input and
+ *  bind errors are returned at once, with a detail naming the address. The future (done at
+ *  once) holds the aev_server_t * with one reference: aev_server_ref() it to keep the server
+ *  after releasing the future. */
+int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                           const char *host, int port, const aev_server_options_t *opts,
+                           aev_future_t **out);
+
+/** Adds a reference to the server. */
+aev_server_t *aev_server_ref(aev_server_t *s);
+/** Releases a reference; the last one closes the server if needed and frees it. */
+void aev_server_unref(aev_server_t *s);
+/** Returns the server's loop (get_loop). */
+aev_loop_t *aev_server_get_loop(const aev_server_t *s);
+/** Stops listening: the listening sockets are closed; connections stay (close). */
+void aev_server_close(aev_server_t *s);
+/** Closes every connection of the server gracefully (close_clients). */
+void aev_server_close_clients(aev_server_t *s);
+/** Aborts every connection of the server (abort_clients). */
+void aev_server_abort_clients(aev_server_t *s);
+/** Starts accepting (start_serving); idempotent. */
+int aev_server_start_serving(aev_server_t *s);
+/** Returns 1 while accepting (is_serving). */
+int aev_server_is_serving(const aev_server_t *s);
+/** A future done when the server is closed and its connections are gone (wait_closed). */
+int aev_server_wait_closed(aev_server_t *s, aev_future_t **out);
+/** Returns the number of listening sockets; up to cap of their fds go to fds (sockets). */
+size_t aev_server_sockets(const aev_server_t *s, int *fds, size_t cap);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+#ifdef __cplusplus
+}
+#endif
+#endif /* AEV_TRANSPORT_H */
