@@ -38,6 +38,7 @@ struct aev_server {
     aev_handle_t *retry;        /* the timer that resumes accepting after EMFILE & co */
     aev_transport_t *conns;     /* connections still open */
     size_t nconns;
+    aev_future_t *serving_forever; /* the serve_forever() future, while it runs */
     aev_future_t **waiters;     /* wait_closed() futures */
     size_t nwaiters;
     struct aev_server *prev, *next; /* the loop's servers */
@@ -92,6 +93,8 @@ void aev_server_close(aev_server_t *s)
         s->listeners[i].fd = -1;
     }
     s->closed = 1;
+    if (s->serving_forever) /* as asyncio's close(): serve_forever ends cancelled */
+        aev_future_cancel(s->serving_forever, "the server was closed");
     wake_waiters(s);
 }
 
@@ -217,6 +220,48 @@ int aev_server_start_serving(aev_server_t *s)
         }
     }
     s->serving = 1;
+    return 0;
+}
+
+/* serve_forever's future is done (cancelled, as it never completes otherwise): the server
+ * closes, as asyncio's serve_forever does when its task is cancelled. */
+static int serve_forever_done(aev_future_t *fut, void *arg)
+{
+    aev_server_t *s = arg;
+    if (s->serving_forever == fut) {
+        s->serving_forever = NULL;
+        aev_server_close(s);
+        aev_future_unref(fut);
+    }
+    aev_server_unref(s);
+    return 0;
+}
+
+int aev_server_serve_forever(aev_server_t *s, aev_future_t **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!s)
+        return -EINVAL;
+    if (s->serving_forever) {
+        aev__set_detail("server is already being awaited on serve_forever()");
+        return AEV_EINVALID_STATE;
+    }
+    int rc = aev_server_start_serving(s);
+    if (rc < 0)
+        return rc;
+    rc = aev_loop_create_future(s->loop, out);
+    if (rc < 0)
+        return rc;
+    rc = aev_future_add_done_callback(*out, serve_forever_done, aev_server_ref(s));
+    if (rc < 0) {
+        aev_server_unref(s);
+        aev_future_unref(*out);
+        *out = NULL;
+        return rc;
+    }
+    s->serving_forever = aev_future_ref(*out);
     return 0;
 }
 
@@ -441,6 +486,19 @@ int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, vo
 
 void aev__servers_loop_close(aev_loop_t *loop)
 {
-    for (aev_server_t *s = loop->servers; s; s = s->next)
+    for (aev_server_t *s = loop->servers, *next; s; s = next) {
+        aev_server_ref(s);
+        aev_future_t *forever = s->serving_forever;
+        s->serving_forever = NULL;
         aev_server_close(s);
+        if (forever) {
+            /* the loop is closed: the done callback that held the server will not run */
+            aev_future_cancel(forever, "the event loop was closed");
+            aev_future_remove_done_callback(forever, serve_forever_done, s);
+            aev_future_unref(forever);
+            aev_server_unref(s);
+        }
+        next = s->next;
+        aev_server_unref(s);
+    }
 }

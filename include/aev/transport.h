@@ -167,6 +167,10 @@ void aev_server_close_clients(aev_server_t *s);
 void aev_server_abort_clients(aev_server_t *s);
 /** Starts accepting (start_serving); idempotent. */
 int aev_server_start_serving(aev_server_t *s);
+/** Starts serving if needed and gives a future that never completes by itself
+ *  (serve_forever): cancelling it closes the server; closing the server cancels it. One
+ *  serve_forever per server at a time (AEV_EINVALID_STATE). Await it from a task. */
+int aev_server_serve_forever(aev_server_t *s, aev_future_t **out);
 /** Returns 1 while accepting (is_serving). */
 int aev_server_is_serving(const aev_server_t *s);
 /** A future done when the server is closed and its connections are gone (wait_closed). */
