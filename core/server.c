@@ -6,6 +6,7 @@
  * backlog connections; when the process is out of descriptors or memory, the
  * error is reported and accepting pauses for one second instead of spinning. */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "aev/dns.h"
 #include "stream_internal.h"
 
 #define AEV__ACCEPT_RETRY_DELAY 1.0
@@ -359,11 +361,14 @@ static int listen_on(const struct sockaddr *addr, socklen_t len, const aev_serve
     return 0;
 }
 
-/* The addresses of host (NULL/"": all interfaces; a comma list; numeric only for now). */
+/* The addresses of host (NULL/"": all interfaces; a comma list): numeric ones into addrs, names
+ * (to resolve) into names (strdup'ed). */
 static int parse_hosts(const char *host, int port, int family, struct sockaddr_storage *addrs, socklen_t *lens,
-                       size_t cap, size_t *n)
+                       size_t cap, size_t *n, char **names, size_t *nnames)
 {
     *n = 0;
+    if (nnames)
+        *nnames = 0;
     if (port < 0 || port > 65535) {
         aev__set_detail("port %d out of range 0-65535", port);
         return -EINVAL;
@@ -399,10 +404,15 @@ static int parse_hosts(const char *host, int port, int family, struct sockaddr_s
             in6->sin6_family = AF_INET6;
             in6->sin6_port = htons((uint16_t)port);
             lens[(*n)++] = sizeof *in6;
+        } else if (names && *nnames < cap) {
+            names[(*nnames)++] = strdup(h); /* resolved with getaddrinfo */
+            if (!names[*nnames - 1]) {
+                (*nnames)--;
+                return -ENOMEM;
+            }
         } else {
-            aev__set_detail("host '%s' is not a numeric address of the family asked for (names need "
-                            "the resolver, which comes with the DNS family)", h);
-            return AEV_ENOT_SUPPORTED;
+            aev__set_detail("host '%s' is not a numeric address of the family asked for", h);
+            return -EINVAL;
         }
     }
     return 0;
@@ -411,6 +421,109 @@ static int parse_hosts(const char *host, int port, int family, struct sockaddr_s
 static void server_value_release(void *value)
 {
     aev_server_unref(value);
+}
+
+#define AEV__SERVER_MAX_ADDRS 64
+
+/* Everything create_server needs once the addresses are known. */
+typedef struct server_setup {
+    aev_server_t *s;
+    aev_future_t *out;
+    aev_server_options_t opts;
+    int backlog;
+    struct sockaddr_storage addrs[AEV__SERVER_MAX_ADDRS];
+    socklen_t lens[AEV__SERVER_MAX_ADDRS];
+    size_t naddrs;
+    aev_future_t *lookups[16]; /* getaddrinfo of the names */
+    size_t nlookups, pending;
+} server_setup_t;
+
+/* Binds and listens on every address (or the given sock) and starts serving. */
+static int server_bind_all(server_setup_t *st)
+{
+    aev_server_t *s = st->s;
+    size_t nl = st->opts.use_sock ? 1 : st->naddrs;
+    if (nl == 0) {
+        aev__set_detail("no address to listen on");
+        return -EADDRNOTAVAIL;
+    }
+    s->listeners = calloc(nl, sizeof *s->listeners);
+    if (!s->listeners)
+        return -ENOMEM;
+    for (size_t i = 0; i < nl; i++) {
+        s->listeners[i].server = s;
+        s->listeners[i].fd = -1;
+    }
+    s->nlisteners = nl;
+    int rc = 0;
+    if (st->opts.use_sock) {
+        int fd = st->opts.sock;
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || listen(fd, st->backlog) < 0) {
+            rc = -errno;
+            aev__set_detail("sock %d cannot listen: %s", fd, strerror(errno));
+        } else {
+            s->listeners[0].fd = fd;
+        }
+    } else {
+        for (size_t i = 0; i < st->naddrs && rc == 0; i++)
+            rc = listen_on((struct sockaddr *)&st->addrs[i], st->lens[i], &st->opts, st->backlog,
+                           &s->listeners[i].fd);
+    }
+    if (rc == 0 && !st->opts.no_start)
+        rc = aev_server_start_serving(s);
+    return rc;
+}
+
+static void setup_free(server_setup_t *st)
+{
+    for (size_t i = 0; i < st->nlookups; i++)
+        aev_future_unref(st->lookups[i]);
+    aev_future_unref(st->out);
+    free(st);
+}
+
+/* Every name is resolved (or failed): bind, and complete create_server's future. */
+static int lookup_done(aev_future_t *fut, void *arg)
+{
+    (void)fut;
+    server_setup_t *st = arg;
+    if (--st->pending > 0)
+        return 0;
+    int rc = 0;
+    const char *detail = NULL;
+    for (size_t i = 0; i < st->nlookups && rc == 0; i++) {
+        void *v = NULL;
+        rc = aev_future_result(st->lookups[i], &v);
+        if (rc < 0) {
+            detail = aev_future_error_detail(st->lookups[i]);
+            break;
+        }
+        for (const struct addrinfo *ai = v; ai; ai = ai->ai_next) {
+            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) || ai->ai_addrlen > sizeof st->addrs[0])
+                continue;
+            int dup = 0; /* getaddrinfo may list an address twice */
+            for (size_t k = 0; k < st->naddrs && !dup; k++)
+                dup = st->lens[k] == ai->ai_addrlen && memcmp(&st->addrs[k], ai->ai_addr, ai->ai_addrlen) == 0;
+            if (dup || st->naddrs == AEV__SERVER_MAX_ADDRS)
+                continue;
+            memcpy(&st->addrs[st->naddrs], ai->ai_addr, ai->ai_addrlen);
+            st->lens[st->naddrs++] = ai->ai_addrlen;
+        }
+    }
+    if (aev_future_cancelled(st->out)) {
+        aev_server_unref(st->s); /* nobody waits for it any more */
+    } else if (rc == 0 && (rc = server_bind_all(st)) == 0) {
+        aev_future_set_result(st->out, st->s, server_value_release);
+    } else {
+        if (rc == AEV_ECANCELLED)
+            aev_future_cancel(st->out, detail);
+        else
+            aev_future_set_error(st->out, rc, detail ? detail : aev_error_detail());
+        aev_server_unref(st->s);
+    }
+    setup_free(st);
+    return 0;
 }
 
 int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, const char *host,
@@ -423,64 +536,79 @@ int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, vo
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
-    int backlog = opts && opts->backlog > 0 ? opts->backlog : 100;
-    struct sockaddr_storage addrs[16];
-    socklen_t lens[16];
-    size_t naddrs = 0;
-    if (opts && opts->use_sock) {
+    server_setup_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    if (opts)
+        st->opts = *opts;
+    st->backlog = st->opts.backlog > 0 ? st->opts.backlog : 100;
+    char *names[16];
+    size_t nnames = 0;
+    if (st->opts.use_sock) {
         if (host || port) {
             aev__set_detail("host/port and sock can not be specified at the same time");
+            free(st);
             return -EINVAL;
         }
     } else {
-        rc = parse_hosts(host, port, opts ? opts->family : AF_UNSPEC, addrs, lens, 16, &naddrs);
-        if (rc < 0)
+        rc = parse_hosts(host, port, st->opts.family, st->addrs, st->lens, 16, &st->naddrs, names, &nnames);
+        if (rc < 0) {
+            for (size_t i = 0; i < nnames; i++)
+                free(names[i]);
+            free(st);
             return rc;
+        }
     }
     aev_server_t *s = calloc(1, sizeof *s);
-    size_t nl = opts && opts->use_sock ? 1 : naddrs;
-    if (!s || !(s->listeners = calloc(nl, sizeof *s->listeners))) {
-        free(s);
+    if (!s) {
+        for (size_t i = 0; i < nnames; i++)
+            free(names[i]);
+        free(st);
         return -ENOMEM;
     }
     s->loop = loop;
     s->refs = 1;
     s->factory = factory;
     s->userdata = userdata;
-    s->backlog = backlog;
-    s->keep_alive = opts && opts->keep_alive;
-    for (size_t i = 0; i < nl; i++) {
-        s->listeners[i].server = s;
-        s->listeners[i].fd = -1;
-    }
-    s->nlisteners = nl;
+    s->backlog = st->backlog;
+    s->keep_alive = st->opts.keep_alive;
     loop->live_futures++;
     s->next = loop->servers;
     if (loop->servers)
         loop->servers->prev = s;
     loop->servers = s;
-    if (opts && opts->use_sock) {
-        int fd = opts->sock;
-        int fl = fcntl(fd, F_GETFL);
-        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || listen(fd, backlog) < 0) {
-            rc = -errno;
-            aev__set_detail("sock %d cannot listen: %s", fd, strerror(errno));
-        } else {
-            s->listeners[0].fd = fd;
-        }
-    } else {
-        for (size_t i = 0; i < naddrs && rc == 0; i++)
-            rc = listen_on((struct sockaddr *)&addrs[i], lens[i], opts, backlog, &s->listeners[i].fd);
+    st->s = s;
+    rc = aev_loop_create_future(loop, &st->out);
+    /* names: resolve them first (AI_PASSIVE, stream), then bind everything */
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    aev_getaddrinfo_options_t gai = {.family = st->opts.family, .type = SOCK_STREAM,
+                                     .flags = st->opts.flags | AI_PASSIVE};
+    for (size_t i = 0; i < nnames && rc == 0; i++) {
+        rc = aev_loop_getaddrinfo(loop, names[i], service, &gai, &st->lookups[i]);
+        if (rc == 0)
+            st->nlookups++;
     }
-    if (rc == 0 && !(opts && opts->no_start))
-        rc = aev_server_start_serving(s);
-    if (rc == 0)
-        rc = aev_loop_create_future(loop, out);
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i]);
+    if (rc == 0 && st->nlookups == 0) {
+        rc = server_bind_all(st);
+        if (rc == 0) {
+            *out = aev_future_ref(st->out);
+            aev_future_set_result(st->out, s, server_value_release);
+            setup_free(st);
+            return 0;
+        }
+    }
     if (rc < 0) {
         aev_server_unref(s);
+        setup_free(st);
         return rc;
     }
-    aev_future_set_result(*out, s, server_value_release);
+    st->pending = st->nlookups;
+    for (size_t i = 0; i < st->nlookups; i++)
+        aev_future_add_done_callback(st->lookups[i], lookup_done, st);
+    *out = aev_future_ref(st->out);
     return 0;
 }
 

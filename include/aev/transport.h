@@ -144,11 +144,12 @@ typedef struct aev_server_options {
 } aev_server_options_t;
 
 /** Creates a TCP server listening on host:port (create_server). host NULL or "" means all
- *  interfaces; a comma list gives several hosts; port 0 picks a free one. Hosts must be
- *  numeric addresses until the resolver lands (AEV_ENOT_SUPPORTED for a name). Bad input and
- *  bind errors are returned at once, with a detail naming the address. The future (done at
- *  once) holds the aev_server_t * with one reference: aev_server_ref() it to keep the server
- *  after releasing the future. */
+ *  interfaces; a comma list gives several hosts; port 0 picks a free one. Names are resolved
+ *  with aev_loop_getaddrinfo (AI_PASSIVE), each address found gets a socket. With numeric
+ *  hosts only, the future is done at once and bind errors are returned at once, with a detail
+ *  naming the address; with names, they are the future's error. The future's value is the
+ *  aev_server_t * with one reference: aev_server_ref() it to keep the server after releasing
+ *  the future. */
 int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
                            const char *host, int port, const aev_server_options_t *opts,
                            aev_future_t **out);
