@@ -136,12 +136,35 @@ static void socket_failed(aev_transport_t *t, const char *what, int err)
 
 /* ---- creating ------------------------------------------------------------------------ */
 
+static void transport_value_release(void *value)
+{
+    aev_transport_unref(value);
+}
+
+/* connection_made ran (rc 0) or the connection ended before (rc < 0): tell the waiter. */
+static void made_waiter_finish(aev_transport_t *t, int rc)
+{
+    aev_future_t *w = t->made_waiter;
+    if (!w)
+        return;
+    t->made_waiter = NULL;
+    if (!aev_future_done(w)) {
+        if (rc == 0)
+            aev_future_set_result(w, aev_transport_ref(t), transport_value_release);
+        else
+            aev_future_set_error(w, rc == AEV_ECANCELLED ? -ECONNABORTED : rc,
+                                 "the connection ended before connection_made");
+    }
+    aev_future_unref(w);
+}
+
 static int call_connection_made(aev_loop_t *loop, void *arg)
 {
     (void)loop;
     aev_transport_t *t = arg;
     t->made_pending = 0;
     if (t->lost) { /* aborted before it was even made: no protocol was made either */
+        made_waiter_finish(t, t->conn_error ? t->conn_error : -ECONNABORTED);
         aev_transport_unref(t);
         return 0;
     }
@@ -152,6 +175,7 @@ static int call_connection_made(aev_loop_t *loop, void *arg)
                                        .error = -ENOMEM, .transport = t};
         aev_loop_call_exception_handler(t->loop, &ctx);
         aev__stream_force_close(t, -ENOMEM);
+        made_waiter_finish(t, -ENOMEM);
         aev_transport_unref(t);
         return 0;
     }
@@ -161,6 +185,7 @@ static int call_connection_made(aev_loop_t *loop, void *arg)
         protocol_raised(t, "connection_made raised", rc);
     else if (t->reading && !t->closing)
         aev__stream_resume_io(t);
+    made_waiter_finish(t, rc < 0 ? rc : 0);
     aev_transport_unref(t); /* the scheduled call's */
     return 0;
 }
@@ -556,11 +581,6 @@ int aev_transport_get_sockname(const aev_transport_t *t, struct sockaddr *addr, 
 
 /* ---- connect_accepted_socket ------------------------------------------------------------ */
 
-static void transport_value_release(void *value)
-{
-    aev_transport_unref(value);
-}
-
 int aev_loop_connect_accepted_socket(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
                                      int fd, aev_future_t **out)
 {
@@ -583,8 +603,9 @@ int aev_loop_connect_accepted_socket(aev_loop_t *loop, aev_protocol_factory_fn f
         *out = NULL;
         return rc;
     }
-    /* the future's value holds a reference: the pointer stays valid while it is read */
-    aev_future_set_result(*out, aev_transport_ref(t), transport_value_release);
+    /* done once connection_made ran, as asyncio returns only then; the future's value holds
+     * a reference, so the pointer stays valid while it is read */
+    t->made_waiter = aev_future_ref(*out);
     return 0;
 }
 
@@ -603,6 +624,10 @@ void aev__streams_loop_close(aev_loop_t *loop)
         if (t->made_pending) { /* its queued connection_made is discarded with the queue */
             t->made_pending = 0;
             t->refs--;
+        }
+        if (t->made_waiter) { /* stays pending, as every future of a closed loop */
+            aev_future_unref(t->made_waiter);
+            t->made_waiter = NULL;
         }
         call_connection_lost(loop, t);
     }

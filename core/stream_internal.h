@@ -25,6 +25,8 @@ struct aev_transport {
     uint8_t lost;           /* connection_lost is queued or ran */
     uint8_t writing_paused; /* pause_writing was called, resume_writing not yet */
     int conn_error;         /* what connection_lost will say */
+    aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
+                                  with the error that ended the connection before */
     char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
     size_t wlen, woff, wcap;
     size_t high, low;       /* write-buffer marks */

@@ -168,6 +168,7 @@ void aev__task_entry(void *arg)
     aev__task_t *t = arg;
     aev_loop_t *loop = t->fut.loop;
     aev__fiber_started(&loop->fiber_home, &t->fiber);
+    t->ran = 1;
     int rc = t->fn(&t->fut, t->arg);
     t->rc = rc;
     t->state = AEV__T_DONE;
@@ -207,6 +208,8 @@ void aev__task_finish(aev_loop_t *loop, aev__task_t *t)
         t->started = 0;
     }
     tasks_unlink(loop, t);
+    if (!t->ran && t->arg_destroy)
+        t->arg_destroy(t->arg);
     int rc = t->rc;
     if (rc >= 0 && t->must_cancel)
         rc = AEV_ECANCELLED; /* cancelled after its last wait: CPython cancels it at the end */

@@ -23,6 +23,8 @@ typedef struct aev__task {
     uint8_t wait;        /* AEV__W_* */
     uint8_t must_cancel; /* a cancellation to deliver at the current or next wait */
     uint8_t started;     /* has a stack and has run */
+    uint8_t ran;         /* its function was called */
+    void (*arg_destroy)(void *arg); /* core tasks: frees arg if the function never ran */
     int cancel_requests;
     char *cancel_msg;
     aev_future_t *waiting_on; /* AEV__W_FUTURE */

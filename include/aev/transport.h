@@ -123,10 +123,38 @@ int aev_transport_get_sockname(const aev_transport_t *t, struct sockaddr *addr, 
 
 /** Wraps an accepted (or otherwise connected) stream socket fd in a transport with a protocol
  *  from factory (connect_accepted_socket). The transport owns fd from then on (also on
- *  failure, when it is closed). The future's value is the aev_transport_t * (borrowed: valid
- *  until connection_lost; take a reference to keep it). */
+ *  failure, when it is closed). The future is done once connection_made has run, as asyncio
+ *  returns only then; its value is the aev_transport_t * (the future holds a reference, so
+ *  the pointer stays valid while you hold the future). */
 int aev_loop_connect_accepted_socket(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
                                      int fd, aev_future_t **out);
+
+/* Options of create_connection; zero means the spec's default. */
+typedef struct aev_connection_options {
+    int family;                  /* getaddrinfo family (AF_UNSPEC) */
+    int proto;                   /* getaddrinfo protocol */
+    int flags;                   /* getaddrinfo flags */
+    int use_sock;                /* 1: use sock, an already connected stream socket */
+    int sock;
+    const char *local_host;      /* local_addr: bind to this host (NULL: no bind) ... */
+    int local_port;              /* ... and port */
+    int all_errors;              /* 1: on failure, the detail lists every attempt's error */
+    double happy_eyeballs_delay; /* RFC 8305 connection attempt delay; 0: one at a time */
+    int interleave;              /* RFC 8305 first address family count; 0: no reordering */
+    const void *ssl;             /* TLS (the tls plugin family): not available yet */
+    const char *server_hostname; /* only with ssl */
+    double ssl_handshake_timeout, ssl_shutdown_timeout; /* only with ssl */
+} aev_connection_options_t;
+
+/** Opens a stream connection to host:port (create_connection): resolves host, tries each
+ *  address in order until one connects, then makes the transport and protocol. The future
+ *  (it is a task: cancel it to stop) is done once connection_made has run; its value is the
+ *  aev_transport_t *, held by the future. Errors: the connection's (-ECONNREFUSED, ...), the
+ *  resolver's (AEV_EDNS_*); with several addresses failing, the first error and a detail
+ *  naming every attempt. Bad option combinations: -EINVAL with a detail, at once. */
+int aev_loop_create_connection(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                               const char *host, int port, const aev_connection_options_t *opts,
+                               aev_future_t **out);
 
 /* ---- servers ------------------------------------------------------------------------ */
 
