@@ -29,6 +29,33 @@ static int ensure_fd(aev_loop_t *loop, int fd)
     return 0;
 }
 
+/* Makes sure the engine watches fd for which (fd's slot exists afterwards). */
+static int interest_add(aev_loop_t *loop, int fd, uint32_t which)
+{
+    int rc = ensure_fd(loop, fd);
+    if (rc < 0)
+        return rc;
+    aev__fd_watch_t *w = &loop->fds[fd];
+    uint32_t events = w->events | which;
+    if (events != w->events) {
+        rc = loop->poll->watch(loop->backend, fd, w->events, events);
+        if (rc < 0)
+            return rc;
+        w->events = events;
+    }
+    return 0;
+}
+
+/* Takes back interest_add when no watcher of that direction came of it. */
+static void interest_undo(aev_loop_t *loop, int fd, uint32_t which)
+{
+    aev__fd_watch_t *w = &loop->fds[fd];
+    if (!(which == AEV_POLL_IN ? w->reader : w->writer)) {
+        loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
+        w->events &= ~which;
+    }
+}
+
 static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_options_t *opts,
                        aev_callback_fn cb, void *arg)
 {
@@ -41,24 +68,13 @@ static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_
         aev__set_detail("invalid file descriptor %d", fd);
         return -EBADF;
     }
-    rc = ensure_fd(loop, fd);
+    rc = interest_add(loop, fd, which);
     if (rc < 0)
         return rc;
     aev__fd_watch_t *w = &loop->fds[fd];
-    uint32_t events = w->events | which;
-    if (events != w->events) {
-        rc = loop->poll->watch(loop->backend, fd, w->events, events);
-        if (rc < 0)
-            return rc;
-        w->events = events;
-    }
     aev_handle_t *h = opts ? aev__handle_new_ext(loop, opts, cb, arg) : aev__handle_new_fast(loop, cb, arg);
     if (!h) {
-        /* undo the interest we just added */
-        if (!(which == AEV_POLL_IN ? w->reader : w->writer)) {
-            loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
-            w->events &= ~which;
-        }
+        interest_undo(loop, fd, which);
         return -ENOMEM;
     }
     aev_handle_t **slot = which == AEV_POLL_IN ? &w->reader : &w->writer;
@@ -221,21 +237,13 @@ int aev__io_watch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_f
             return AEV_EINVALID_STATE;
         }
     }
-    int rc = ensure_fd(loop, fd);
+    int rc = interest_add(loop, fd, which);
     if (rc < 0)
         return rc;
     aev__fd_watch_t *w = &loop->fds[fd];
-    uint32_t events = w->events | which;
-    if (events != w->events) {
-        rc = loop->poll->watch(loop->backend, fd, w->events, events);
-        if (rc < 0)
-            return rc;
-        w->events = events;
-    }
     aev_handle_t *h = aev__handle_new_fast(loop, cb, arg);
     if (!h) {
-        loop->poll->watch(loop->backend, fd, w->events, w->events & ~which);
-        w->events &= ~which;
+        interest_undo(loop, fd, which);
         return -ENOMEM;
     }
     /* the task switches to its own context: the watcher needs none */

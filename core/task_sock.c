@@ -41,6 +41,18 @@ static aev__task_t *begin(aev_loop_t **loop, int fd, int *rc)
     return t;
 }
 
+/* After a system call failed: 0 to try it again (EINTR, or the socket is ready now after
+ * the task waited), else the error to return. */
+static int wait_again(aev_loop_t *loop, aev__task_t *t, int fd, uint32_t dir)
+{
+    int e = errno;
+    if (e == EINTR)
+        return 0;
+    if (e != EAGAIN && e != EWOULDBLOCK)
+        return -e;
+    return aev__task_wait_fd(loop, t, fd, dir);
+}
+
 ssize_t aev_task_sock_recv(int fd, void *buf, size_t n)
 {
     aev_loop_t *loop;
@@ -59,11 +71,7 @@ ssize_t aev_task_sock_recv(int fd, void *buf, size_t n)
             t->short_read_fd = r > 0 && (size_t)r < n ? fd : -1;
             return r;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        rc = wait_again(loop, t, fd, AEV_POLL_IN);
         if (rc < 0)
             return rc;
     }
@@ -83,11 +91,7 @@ ssize_t aev_task_sock_recvfrom(int fd, void *buf, size_t n, struct sockaddr *add
         ssize_t r = recvfrom(fd, buf, n, MSG_DONTWAIT, addrlen ? addr : NULL, addrlen);
         if (r >= 0)
             return r;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        rc = wait_again(loop, t, fd, AEV_POLL_IN);
         if (rc < 0)
             return rc;
     }
@@ -111,11 +115,7 @@ ssize_t aev_task_sock_sendall(int fd, const void *buf, size_t n, size_t *sent)
                 *sent = done;
             continue;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_OUT);
+        rc = wait_again(loop, t, fd, AEV_POLL_OUT);
         if (rc < 0)
             return rc;
     }
@@ -133,11 +133,7 @@ ssize_t aev_task_sock_sendto(int fd, const void *buf, size_t n, const struct soc
         ssize_t r = sendto(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT, addr, addrlen);
         if (r >= 0)
             return r;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_OUT);
+        rc = wait_again(loop, t, fd, AEV_POLL_OUT);
         if (rc < 0)
             return rc;
     }
@@ -183,11 +179,7 @@ int aev_task_sock_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         int c = accept4(fd, addrlen ? addr : NULL, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c >= 0)
             return c;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        rc = aev__task_wait_fd(loop, t, fd, AEV_POLL_IN);
+        rc = wait_again(loop, t, fd, AEV_POLL_IN);
         if (rc < 0)
             return rc;
     }
