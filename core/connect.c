@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "aev/dns.h"
@@ -26,12 +27,14 @@ typedef struct connect_job {
     int port;
     aev_connection_options_t opts;
     char *local_host;
+    char *unix_path; /* create_unix_connection */
 } connect_job_t;
 
 static void job_free(connect_job_t *j)
 {
     free(j->host);
     free(j->local_host);
+    free(j->unix_path);
     free(j);
 }
 
@@ -103,6 +106,27 @@ static int connect_task(aev_future_t *self, void *arg)
         rc = finish(self, j, fd);
         job_free(j);
         return rc;
+    }
+    if (j->unix_path) {
+        struct sockaddr_un un;
+        socklen_t len;
+        rc = aev__unix_address(j->unix_path, &un, &len);
+        int fd = rc < 0 ? -1 : socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (rc == 0 && fd < 0)
+            rc = -errno;
+        if (rc == 0)
+            rc = aev_task_sock_connect(fd, (struct sockaddr *)&un, len);
+        if (rc == 0) {
+            rc = finish(self, j, fd);
+            job_free(j);
+            return rc;
+        }
+        if (fd >= 0)
+            close(fd);
+        char detail[160];
+        snprintf(detail, sizeof detail, "connect to '%s': %s", j->unix_path, aev_strerror(rc));
+        job_free(j);
+        return rc == AEV_ECANCELLED ? rc : aev_task_fail(self, rc, detail);
     }
     char service[16];
     snprintf(service, sizeof service, "%d", j->port);
@@ -226,5 +250,40 @@ int aev_loop_create_connection(aev_loop_t *loop, aev_protocol_factory_fn factory
         return rc;
     }
     ((aev__task_t *)*out)->arg_destroy = job_free_void; /* cancelled before it ran */
+    return 0;
+}
+
+int aev_loop_create_unix_connection(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                                    const char *path, const aev_connection_options_t *opts, aev_future_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !factory || !out)
+        return -EINVAL;
+    if (opts && opts->use_sock) {
+        if (path) {
+            aev__set_detail("path and sock can not be specified at the same time");
+            return -EINVAL;
+        }
+        return aev_loop_create_connection(loop, factory, userdata, NULL, 0, opts, out);
+    }
+    struct sockaddr_un un;
+    socklen_t len;
+    int rc = aev__unix_address(path, &un, &len); /* bad paths are refused at once */
+    if (rc < 0)
+        return rc;
+    connect_job_t *j = calloc(1, sizeof *j);
+    if (!j || !(j->unix_path = strdup(path))) {
+        free(j);
+        return -ENOMEM;
+    }
+    j->factory = factory;
+    j->userdata = userdata;
+    rc = aev_task_new(loop, &(aev_task_options_t){.name = "create_unix_connection"}, connect_task, j, out);
+    if (rc < 0) {
+        job_free(j);
+        return rc;
+    }
+    ((aev__task_t *)*out)->arg_destroy = job_free_void;
     return 0;
 }

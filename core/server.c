@@ -10,10 +10,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "aev/dns.h"
@@ -44,6 +47,9 @@ struct aev_server {
     aev_future_t **waiters;     /* wait_closed() futures */
     size_t nwaiters;
     struct aev_server *prev, *next; /* the loop's servers */
+    char *unix_path;            /* a Unix server's socket file, removed at close if still ours */
+    dev_t unix_dev;
+    ino_t unix_ino;
 };
 
 static int server_accept_cb(aev_loop_t *loop, void *arg);
@@ -94,6 +100,12 @@ void aev_server_close(aev_server_t *s)
             close(s->listeners[i].fd);
         s->listeners[i].fd = -1;
     }
+    if (s->unix_path) { /* cleanup_socket (3.13): only the file this server made */
+        struct stat st;
+        if (stat(s->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == s->unix_dev &&
+            st.st_ino == s->unix_ino)
+            unlink(s->unix_path);
+    }
     s->closed = 1;
     if (s->serving_forever) /* as asyncio's close(): serve_forever ends cancelled */
         aev_future_cancel(s->serving_forever, "the server was closed");
@@ -119,6 +131,7 @@ void aev_server_unref(aev_server_t *s)
         aev_future_unref(s->waiters[i]);
     free(s->waiters);
     free(s->listeners);
+    free(s->unix_path);
     free(s);
     loop->live_futures--;
     aev__loop_object_released(loop);
@@ -332,7 +345,7 @@ static int listen_on(const struct sockaddr *addr, socklen_t len, const aev_serve
     if (fd < 0)
         return -errno;
     int one = 1;
-    if (!o || o->reuse_address >= 0)
+    if (addr->sa_family != AF_UNIX && (!o || o->reuse_address >= 0))
         (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (o && o->reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
         int e = errno;
@@ -354,6 +367,12 @@ static int listen_on(const struct sockaddr *addr, socklen_t len, const aev_serve
             port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
         }
         close(fd);
+        if (addr->sa_family == AF_UNIX) {
+            const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+            aev__set_detail("error while attempting to bind on path '%s%s': %s", un->sun_path[0] ? "" : "@",
+                            un->sun_path[0] ? un->sun_path : un->sun_path + 1, strerror(e));
+            return -e;
+        }
         aev__set_detail("error while attempting to bind on address ('%s', %d): %s", host, port, strerror(e));
         return -e;
     }
@@ -609,6 +628,99 @@ int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, vo
     for (size_t i = 0; i < st->nlookups; i++)
         aev_future_add_done_callback(st->lookups[i], lookup_done, st);
     *out = aev_future_ref(st->out);
+    return 0;
+}
+
+int aev__unix_address(const char *path, struct sockaddr_un *un, socklen_t *len)
+{
+    size_t n = path ? strlen(path) : 0;
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    if (n == 0 || n >= sizeof un->sun_path || (path[0] == '@' && n == 1)) {
+        aev__set_detail("bad Unix socket path '%s' (1 to %zu bytes; '@name' for the abstract namespace)",
+                        path ? path : "(null)", sizeof un->sun_path - 1);
+        return -EINVAL;
+    }
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') /* Linux abstract namespace: a leading NUL, not a file */
+        un->sun_path[0] = '\0';
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    return 0;
+}
+
+int aev_loop_create_unix_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, const char *path,
+                                const aev_server_options_t *opts, aev_future_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !factory || !out)
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
+    server_setup_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    if (opts)
+        st->opts = *opts;
+    st->backlog = st->opts.backlog > 0 ? st->opts.backlog : 100;
+    if (st->opts.use_sock && path) {
+        aev__set_detail("path and sock can not be specified at the same time");
+        free(st);
+        return -EINVAL;
+    }
+    if (!st->opts.use_sock) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&st->addrs[0];
+        rc = aev__unix_address(path, un, &st->lens[0]);
+        if (rc < 0) {
+            free(st);
+            return rc;
+        }
+        st->naddrs = 1;
+        /* a stale socket file (a server that died) is removed, as asyncio does; any other
+         * file makes bind fail with EADDRINUSE */
+        struct stat sb;
+        if (path[0] != '@' && stat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+            unlink(path);
+    }
+    aev_server_t *s = calloc(1, sizeof *s);
+    if (!s || (!st->opts.use_sock && path[0] != '@' && !(s->unix_path = strdup(path)))) {
+        free(s);
+        free(st);
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->refs = 1;
+    s->factory = factory;
+    s->userdata = userdata;
+    s->backlog = st->backlog;
+    loop->live_futures++;
+    s->next = loop->servers;
+    if (loop->servers)
+        loop->servers->prev = s;
+    loop->servers = s;
+    st->s = s;
+    st->opts.keep_alive = 0;
+    rc = aev_loop_create_future(loop, &st->out);
+    if (rc == 0)
+        rc = server_bind_all(st);
+    if (rc == 0 && s->unix_path) {
+        struct stat sb;
+        if (stat(s->unix_path, &sb) == 0) {
+            s->unix_dev = sb.st_dev;
+            s->unix_ino = sb.st_ino;
+        }
+    }
+    if (rc < 0) {
+        free(s->unix_path); /* not ours: bind failed */
+        s->unix_path = NULL;
+        aev_server_unref(s);
+        setup_free(st);
+        return rc;
+    }
+    *out = aev_future_ref(st->out);
+    aev_future_set_result(st->out, s, server_value_release);
+    setup_free(st);
     return 0;
 }
 

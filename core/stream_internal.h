@@ -42,6 +42,10 @@ void aev__stream_force_close(aev_transport_t *t, int error);
 /* A server's connection ended (from connection_lost). */
 void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
 
+/* Fills a Unix socket address from path ("@name": the abstract namespace). -EINVAL + detail. */
+struct sockaddr_un;
+int aev__unix_address(const char *path, struct sockaddr_un *un, socklen_t *len);
+
 /* loop close: transports get connection_lost(AEV_ECLOSED) now; servers are closed */
 void aev__streams_loop_close(aev_loop_t *loop);
 void aev__servers_loop_close(aev_loop_t *loop);

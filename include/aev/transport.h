@@ -156,6 +156,12 @@ int aev_loop_create_connection(aev_loop_t *loop, aev_protocol_factory_fn factory
                                const char *host, int port, const aev_connection_options_t *opts,
                                aev_future_t **out);
 
+/** Opens a Unix stream connection to path ("@name": abstract namespace)
+ *  (create_unix_connection); opts: use_sock+sock only. As create_connection otherwise. */
+int aev_loop_create_unix_connection(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                                    const char *path, const aev_connection_options_t *opts,
+                                    aev_future_t **out);
+
 /* ---- servers ------------------------------------------------------------------------ */
 
 /* Options of create_server; zero means the spec's default. */
@@ -181,6 +187,13 @@ typedef struct aev_server_options {
 int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
                            const char *host, int port, const aev_server_options_t *opts,
                            aev_future_t **out);
+
+/** Creates a Unix stream server on path (create_unix_server). "@name" is Linux's abstract
+ *  namespace (no file). A stale socket file at path is removed first, and the server removes
+ *  its own socket file when it closes (cleanup_socket). opts: backlog, use_sock+sock,
+ *  no_start; the others do not apply. The future is done at once, as create_server's. */
+int aev_loop_create_unix_server(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata,
+                                const char *path, const aev_server_options_t *opts, aev_future_t **out);
 
 /** Adds a reference to the server. */
 aev_server_t *aev_server_ref(aev_server_t *s);
