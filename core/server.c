@@ -27,6 +27,7 @@
 typedef struct listener {
     aev_server_t *server;
     int fd;
+    aev__op_t accept; /* multishot accept while serving */
 } listener_t;
 
 struct aev_server {
@@ -52,7 +53,7 @@ struct aev_server {
     ino_t unix_ino;
 };
 
-static int server_accept_cb(aev_loop_t *loop, void *arg);
+static void server_accept_done(aev__op_t *op, int result, unsigned flags);
 
 /* ---- lifetime ----------------------------------------------------------------------- */
 
@@ -80,8 +81,7 @@ static void wake_waiters(aev_server_t *s)
 static void stop_accepting(aev_server_t *s)
 {
     for (size_t i = 0; i < s->nlisteners; i++)
-        if (s->listeners[i].fd >= 0)
-            aev__io_unwatch_owned(s->loop, s->listeners[i].fd, AEV_POLL_IN, server_accept_cb, &s->listeners[i]);
+        (void)aev__op_cancel(s->loop, &s->listeners[i].accept);
     if (s->retry) {
         aev_handle_cancel(s->retry);
         aev_handle_unref(s->retry);
@@ -155,51 +155,54 @@ static int retry_accept_cb(aev_loop_t *loop, void *arg)
     return 0;
 }
 
-static int server_accept_cb(aev_loop_t *loop, void *arg)
+static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
 {
-    listener_t *l = arg;
+    (void)flags;
+    listener_t *l = (listener_t *)((char *)op - offsetof(listener_t, accept));
     aev_server_t *s = l->server;
-    for (int i = 0; i < s->backlog && s->serving; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EWOULDBLOCK)
-                return 0;
-            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
-                continue;
-            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-                aev_exception_context_t ctx = {.message = "socket.accept() out of system resource",
-                                               .error = -e, .has_socket = 1, .socket = l->fd};
-                aev_loop_call_exception_handler(loop, &ctx);
-                stop_accepting(s);
-                aev_loop_call_later(loop, AEV__ACCEPT_RETRY_DELAY, retry_accept_cb, s, &s->retry);
-                return 0;
-            }
-            aev_exception_context_t ctx = {.message = "error accepting a connection", .error = -e,
+    aev_loop_t *loop = s->loop;
+    if (fd < 0) { /* the multishot accept ended */
+        int e = -fd;
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+            aev_exception_context_t ctx = {.message = "socket.accept() out of system resource",
+                                           .error = fd, .has_socket = 1, .socket = l->fd};
+            aev_loop_call_exception_handler(loop, &ctx);
+            stop_accepting(s);
+            aev_loop_call_later(loop, AEV__ACCEPT_RETRY_DELAY, retry_accept_cb, s, &s->retry);
+            return;
+        }
+        if (e != ECANCELED) {
+            aev_exception_context_t ctx = {.message = "error accepting a connection", .error = fd,
                                            .has_socket = 1, .socket = l->fd};
             aev_loop_call_exception_handler(loop, &ctx);
-            return 0;
         }
-        if (s->keep_alive) {
-            int one = 1;
-            (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        }
-        aev_transport_t *t = NULL;
-        int rc = aev__stream_new(loop, fd, s->factory, s->userdata, s, &t);
-        if (rc < 0) {
-            close(fd);
-            aev_exception_context_t ctx = {.message = "could not make a transport for a new connection",
-                                           .error = rc};
-            aev_loop_call_exception_handler(loop, &ctx);
-            continue;
-        }
-        t->srv_next = s->conns;
-        if (s->conns)
-            s->conns->srv_prev = t;
-        s->conns = t;
-        s->nconns++;
+        /* accept again at the next readiness, as asyncio keeps its reader */
+        if (s->serving && !s->closed && aev__op_submit(loop, op) < 0)
+            stop_accepting(s);
+        return;
     }
-    return 0;
+    if (!s->serving) { /* accepted after the server stopped: not ours to serve */
+        close(fd);
+        return;
+    }
+    if (s->keep_alive) {
+        int one = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    }
+    aev_transport_t *t = NULL;
+    int rc = aev__stream_new(loop, fd, s->factory, s->userdata, s, &t);
+    if (rc < 0) {
+        close(fd);
+        aev_exception_context_t ctx = {.message = "could not make a transport for a new connection",
+                                       .error = rc};
+        aev_loop_call_exception_handler(loop, &ctx);
+        return;
+    }
+    t->srv_next = s->conns;
+    if (s->conns)
+        s->conns->srv_prev = t;
+    s->conns = t;
+    s->nconns++;
 }
 
 void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t)
@@ -227,8 +230,13 @@ int aev_server_start_serving(aev_server_t *s)
     if (s->serving)
         return 0;
     for (size_t i = 0; i < s->nlisteners; i++) {
-        int rc = aev__io_watch_owned(s->loop, s->listeners[i].fd, AEV_POLL_IN, server_accept_cb,
-                                     &s->listeners[i]);
+        listener_t *l = &s->listeners[i];
+        l->accept.fd = l->fd;
+        l->accept.opcode = AEV_OP_ACCEPT;
+        l->accept.flags = AEV__OP_MULTISHOT;
+        l->accept.len = (size_t)(s->backlog > 0 ? s->backlog : 1); /* per readiness, as asyncio */
+        l->accept.done = server_accept_done;
+        int rc = aev__op_submit(s->loop, &l->accept);
         if (rc < 0) {
             stop_accepting(s);
             return rc;

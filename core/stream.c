@@ -2,12 +2,13 @@
  * reading into the protocol, the write buffer with its high/low marks,
  * write_eof, close and abort, and the one connection_lost at the end.
  *
- * I/O follows DESIGN ("I/O"): a write is tried at once and only what the
- * socket does not take is buffered, with write interest registered until the
- * buffer drains; a readable socket is read once per readiness event (no retry
- * into EAGAIN) into one 64 KiB buffer the loop shares between its streams, or
- * straight into a buffered protocol's buffer. The watchers are the core's own
- * (aev__io_watch_owned), registered while reading or while bytes wait. */
+ * I/O follows DESIGN ("I/O") through the completion-style operations of
+ * io_op.h, so the same code serves readiness and completion engines: while the
+ * transport reads, one multishot receive is active, into the buffer the loop
+ * lends (one 64 KiB buffer shared by all streams on a readiness engine) or, for
+ * a buffered protocol, straight into the protocol's get_buffer(). A write is
+ * tried at once with sendmsg(2) and only what the socket does not take is
+ * buffered, with one send operation active until the buffer drains. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -21,8 +22,19 @@
 #define AEV__STREAM_READ_SIZE 65536
 #define AEV__STREAM_HIGH_DEFAULT (64u * 1024u)
 
-static int stream_readable(aev_loop_t *loop, void *arg);
-static int stream_writable(aev_loop_t *loop, void *arg);
+#define T_OF(op, member) ((aev_transport_t *)((char *)(op) - offsetof(aev_transport_t, member)))
+
+static void stream_read_done(aev__op_t *op, int result, unsigned flags);
+static void stream_write_done(aev__op_t *op, int result, unsigned flags);
+static int stream_read_prepare(aev__op_t *op);
+static int stream_write_prepare(aev__op_t *op);
+
+/* Stops both operations (a readiness engine stops them at once). */
+static void stream_ops_cancel(aev_transport_t *t)
+{
+    (void)aev__op_cancel(t->loop, &t->rop);
+    (void)aev__op_cancel(t->loop, &t->wop);
+}
 
 /* ---- lifetime ------------------------------------------------------------------ */
 
@@ -76,8 +88,7 @@ static int call_connection_lost(aev_loop_t *loop, void *arg)
     (void)loop;
     aev_transport_t *t = arg;
     if (t->fd >= 0) {
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+        stream_ops_cancel(t);
         close(t->fd);
         t->fd = -1;
     }
@@ -110,10 +121,8 @@ void aev__stream_force_close(aev_transport_t *t, int error)
 {
     if (t->lost)
         return;
-    if (t->fd >= 0) {
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
-    }
+    if (t->fd >= 0)
+        stream_ops_cancel(t);
     t->closing = 1;
     t->reading = 0;
     t->wlen = t->woff = 0;
@@ -205,6 +214,12 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
     t->reading = 1;
     t->high = AEV__STREAM_HIGH_DEFAULT;
     t->low = AEV__STREAM_HIGH_DEFAULT / 4;
+    t->rop.fd = t->wop.fd = fd;
+    t->rop.opcode = AEV_OP_RECV;
+    t->rop.done = stream_read_done;
+    t->wop.opcode = AEV_OP_SEND;
+    t->wop.done = stream_write_done;
+    t->wop.prepare = stream_write_prepare;
     int one = 1; /* as asyncio: no Nagle on stream transports (harmless on AF_UNIX) */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc = aev_loop_call_soon(loop, call_connection_made, t, NULL);
@@ -225,11 +240,16 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
 
 /* ---- reading --------------------------------------------------------------------------- */
 
-/* Registers the reader while the transport reads. */
+/* Starts the receive while the transport reads. */
 void aev__stream_resume_io(aev_transport_t *t)
 {
-    if (t->fd >= 0 && t->reading && !t->eof_received && !t->closing) {
-        int rc = aev__io_watch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+    if (t->fd >= 0 && t->reading && !t->eof_received && !t->closing && !aev__op_active(&t->rop)) {
+        /* a buffered protocol is read into its own buffer (asked right before each receive),
+         * any other into the buffer the loop lends */
+        int buffered = t->proto && t->proto->get_buffer;
+        t->rop.flags = AEV__OP_MULTISHOT | (buffered ? 0 : AEV__OP_SHARED_BUF);
+        t->rop.prepare = buffered ? stream_read_prepare : NULL;
+        int rc = aev__op_submit(t->loop, &t->rop);
         if (rc < 0)
             socket_failed(t, "could not watch the socket for reading", rc);
     }
@@ -238,7 +258,6 @@ void aev__stream_resume_io(aev_transport_t *t)
 static void on_eof(aev_transport_t *t)
 {
     t->eof_received = 1;
-    aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
     int keep = 0;
     if (t->proto->eof_received) {
         keep = t->proto->eof_received(t->proto);
@@ -251,44 +270,44 @@ static void on_eof(aev_transport_t *t)
         aev_transport_close(t);
 }
 
-static int stream_readable(aev_loop_t *loop, void *arg)
+/* A buffered protocol's buffer for the next receive (-ENOBUFS: it gave none). */
+static int stream_read_prepare(aev__op_t *op)
 {
-    aev_transport_t *t = arg;
-    if (!t->reading || t->closing || t->lost)
-        return 0;
-    aev_protocol_t *p = t->proto;
-    void *buf;
-    size_t size;
-    if (p->get_buffer) {
-        size = 0;
-        buf = p->get_buffer(p, AEV__STREAM_READ_SIZE, &size);
-        if (!buf || size == 0) {
-            protocol_raised(t, "get_buffer returned no buffer", -ENOBUFS);
-            return 0;
-        }
-    } else {
-        if (!loop->stream_rbuf && !(loop->stream_rbuf = malloc(AEV__STREAM_READ_SIZE))) {
-            socket_failed(t, "no memory for the read buffer", -ENOMEM);
-            return 0;
-        }
-        buf = loop->stream_rbuf;
-        size = AEV__STREAM_READ_SIZE;
-    }
-    ssize_t n;
-    do
-        n = recv(t->fd, buf, size, MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        int rc = p->get_buffer ? (p->buffer_updated ? p->buffer_updated(p, (size_t)n) : 0)
-                               : (p->data_received ? p->data_received(p, buf, (size_t)n) : 0);
-        if (rc < 0)
-            protocol_raised(t, p->get_buffer ? "buffer_updated raised" : "data_received raised", rc);
-    } else if (n == 0) {
-        on_eof(t);
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        socket_failed(t, "fatal read error on socket transport", -errno);
-    }
+    aev_transport_t *t = T_OF(op, rop);
+    size_t size = 0;
+    void *buf = t->proto->get_buffer(t->proto, AEV__STREAM_READ_SIZE, &size);
+    if (!buf || size == 0)
+        return -ENOBUFS;
+    op->buf = buf;
+    op->len = size;
     return 0;
+}
+
+static void stream_read_done(aev__op_t *op, int result, unsigned flags)
+{
+    aev_transport_t *t = T_OF(op, rop);
+    if (AEV__UNLIKELY(!t->reading || t->closing || t->lost)) {
+        if (flags & AEV__OP_MORE)
+            (void)aev__op_cancel(t->loop, op);
+        return;
+    }
+    aev_protocol_t *p = t->proto;
+    if (AEV__LIKELY(result > 0)) {
+        int rc;
+        if (op->flags & AEV__OP_SHARED_BUF)
+            rc = p->data_received ? p->data_received(p, op->data, (size_t)result) : 0;
+        else
+            rc = p->buffer_updated ? p->buffer_updated(p, (size_t)result) : 0;
+        if (rc < 0)
+            protocol_raised(t, (op->flags & AEV__OP_SHARED_BUF) ? "data_received raised"
+                                                                 : "buffer_updated raised", rc);
+    } else if (result == 0) {
+        on_eof(t);
+    } else if (result == -ENOBUFS && op->prepare) {
+        protocol_raised(t, "get_buffer returned no buffer", -ENOBUFS);
+    } else {
+        socket_failed(t, "fatal read error on socket transport", result);
+    }
 }
 
 void aev_transport_pause_reading(aev_transport_t *t)
@@ -296,8 +315,7 @@ void aev_transport_pause_reading(aev_transport_t *t)
     if (!t || !t->reading || t->closing)
         return;
     t->reading = 0;
-    if (t->fd >= 0)
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+    (void)aev__op_cancel(t->loop, &t->rop);
 }
 
 void aev_transport_resume_reading(aev_transport_t *t)
@@ -373,7 +391,6 @@ static int buffer_append(aev_transport_t *t, const void *data, size_t len)
 /* All buffered bytes went: finish what waited for it. */
 static void write_drained(aev_transport_t *t)
 {
-    aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
     t->wlen = t->woff = 0;
     maybe_resume_protocol(t);
     if (t->closing) {
@@ -384,26 +401,36 @@ static void write_drained(aev_transport_t *t)
     }
 }
 
-static int stream_writable(aev_loop_t *loop, void *arg)
+/* The send operation's bytes: whatever the buffer holds now. */
+static int stream_write_prepare(aev__op_t *op)
 {
-    (void)loop;
-    aev_transport_t *t = arg;
-    if (t->lost)
-        return 0;
-    size_t left = t->wlen - t->woff;
-    ssize_t n = left ? send(t->fd, t->wbuf + t->woff, left, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return 0;
-        socket_failed(t, "fatal write error on socket transport", -errno);
-        return 0;
-    }
-    t->woff += (size_t)n;
-    if (t->woff == t->wlen)
-        write_drained(t);
-    else
-        maybe_resume_protocol(t);
+    aev_transport_t *t = T_OF(op, wop);
+    op->buf = t->wbuf + t->woff;
+    op->len = t->wlen - t->woff;
     return 0;
+}
+
+static void stream_write_done(aev__op_t *op, int result, unsigned flags)
+{
+    (void)flags;
+    aev_transport_t *t = T_OF(op, wop);
+    if (t->lost)
+        return;
+    if (result < 0) {
+        socket_failed(t, "fatal write error on socket transport", result);
+        return;
+    }
+    t->woff += (size_t)result;
+    if (t->woff == t->wlen) {
+        write_drained(t);
+        return;
+    }
+    int rc = aev__op_submit(t->loop, op); /* the rest (the engine keeps its interest) */
+    if (rc < 0) {
+        socket_failed(t, "could not watch the socket for writing", rc);
+        return;
+    }
+    maybe_resume_protocol(t);
 }
 
 int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int iovcnt)
@@ -452,7 +479,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
         }
     }
     if (was_empty && t->made) {
-        int rc = aev__io_watch_owned(t->loop, t->fd, AEV_POLL_OUT, stream_writable, t);
+        int rc = aev__op_submit(t->loop, &t->wop);
         if (rc < 0) {
             socket_failed(t, "could not watch the socket for writing", rc);
             return rc;
@@ -494,8 +521,7 @@ void aev_transport_close(aev_transport_t *t)
     if (!t || t->closing)
         return;
     t->closing = 1;
-    if (t->fd >= 0)
-        aev__io_unwatch_owned(t->loop, t->fd, AEV_POLL_IN, stream_readable, t);
+    (void)aev__op_cancel(t->loop, &t->rop);
     if (t->wlen == t->woff)
         schedule_connection_lost(t);
     /* else: connection_lost once the buffer drained (write_drained) */
@@ -547,8 +573,15 @@ size_t aev_transport_get_write_buffer_size(const aev_transport_t *t)
 
 void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)
 {
-    if (t && p)
-        t->proto = p;
+    if (!t || !p)
+        return;
+    int was_buffered = t->proto && t->proto->get_buffer;
+    t->proto = p;
+    if (aev__op_active(&t->rop) && was_buffered != (p->get_buffer != NULL)) {
+        /* the receive changes kind (lent buffer / the protocol's own) */
+        if (aev__op_cancel(t->loop, &t->rop) == 0)
+            aev__stream_resume_io(t);
+    }
 }
 
 aev_protocol_t *aev_transport_get_protocol(const aev_transport_t *t)

@@ -3,6 +3,7 @@
 #define AEV_STREAM_INTERNAL_H
 
 #include "aev/transport.h"
+#include "io_op.h"
 #include "loop_internal.h"
 
 struct aev_transport {
@@ -30,6 +31,8 @@ struct aev_transport {
     char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
     size_t wlen, woff, wcap;
     size_t high, low;       /* write-buffer marks */
+    aev__op_t rop;          /* the receive (multishot while reading) */
+    aev__op_t wop;          /* the send of the buffered bytes, while any wait */
 };
 
 /* A transport over a connected stream socket (owned from now on, also on failure: the

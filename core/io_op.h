@@ -1,0 +1,96 @@
+/* libaev core - completion-style I/O operations (DESIGN "I/O").
+ *
+ * Transports (stream, datagram, pipe) and servers are written once against
+ * these operations: "receive into a buffer and tell me", "send these bytes and
+ * tell me how much went", "accept", "connect". On a completion engine
+ * (AEV_POLL_CAP_COMPLETION) an operation becomes an aev_poll_op_t handed to the
+ * engine; on a readiness engine the core runs it itself (io_op.c): it keeps
+ * level interest in the fd while the operation is active and makes the syscall
+ * when the engine reports readiness, so no syscall is spent that a hand-written
+ * epoll loop would not spend.
+ *
+ * Contract for the owner of an operation (the same on both engine kinds):
+ *  - Fill the fields, then aev__op_submit(). The op is active from then until its
+ *    final completion: a call of done() without AEV__OP_MORE, or a cancel that
+ *    returned 0.
+ *  - done(op, result, flags) runs on the loop thread, from the loop's dispatch
+ *    (never from inside submit or cancel). result: bytes moved, the new fd
+ *    (accept), 0, or a negative errno. AEV__OP_MORE: a multishot op stays active
+ *    and completes again.
+ *  - With AEV__OP_SHARED_BUF a receive lands in a buffer the loop lends for the
+ *    call only (the loop's shared read buffer, or an engine's provided buffer):
+ *    op->data points at the bytes during done() and not after.
+ *  - prepare (optional) is called right before the syscall (readiness) or at
+ *    submit (completion) to point buf/len or iov at the current bytes (a write
+ *    buffer may therefore move between submit and the syscall on a readiness
+ *    engine; a buffered protocol's get_buffer is asked then). A negative return
+ *    completes the op with that error.
+ *  - done() may resubmit the op (the readiness engine then keeps its interest:
+ *    no epoll_ctl) or cancel it; the op's memory must stay valid until done()
+ *    has returned, so owners free ops from a later callback, not from done().
+ *  - aev__op_cancel() returns 0 when the op is finished now (no completion will
+ *    come), 1 when a final completion (often -ECANCELED) is still to come.
+ */
+#ifndef AEV_IO_OP_H
+#define AEV_IO_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "aev/plugin.h"
+
+typedef struct aev__op aev__op_t;
+
+/* completion flags */
+#define AEV__OP_MORE 0x01u /* multishot: more completions follow */
+
+/* submit flags (op->flags) */
+#define AEV__OP_MULTISHOT 0x01u  /* RECV/READV/RECVMSG/ACCEPT: complete until cancelled or error */
+#define AEV__OP_SHARED_BUF 0x02u /* RECV/READV/RECVMSG: receive into a buffer the loop lends */
+
+typedef void (*aev__op_done_fn)(aev__op_t *op, int result, unsigned flags);
+/* 0, or a negative errno that completes the op with that error instead of a syscall. */
+typedef int (*aev__op_prepare_fn)(aev__op_t *op);
+
+struct aev__op {
+    aev__op_done_fn done;
+    aev__op_prepare_fn prepare; /* may be NULL */
+    void *buf;                  /* RECV/SEND: the bytes; READV/WRITEV: unused */
+    size_t len;
+    const struct iovec *iov;    /* READV/WRITEV (and SEND when iovcnt > 0: sendmsg) */
+    int iovcnt;
+    struct msghdr *msg;         /* RECVMSG/SENDMSG */
+    const struct sockaddr *addr; /* CONNECT */
+    socklen_t addrlen;
+    int fd;
+    uint8_t opcode;             /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG,
+                                   _ACCEPT, _CONNECT */
+    uint8_t flags;              /* AEV__OP_* submit flags */
+    uint8_t active;             /* submitted, final completion not yet delivered */
+    void *data;                 /* during done(): where a SHARED_BUF receive put the bytes */
+    int soon_result;            /* CONNECT finished at once: its result, delivered by soon */
+    aev_handle_t *soon;
+};
+
+/* Starts op on loop's engine. 0, or a negative errno (nothing started, done never called;
+ * -EBUSY if op is already active, AEV_EINVALID_STATE + detail if the fd already has another
+ * reader/writer). */
+int aev__op_submit(aev_loop_t *loop, aev__op_t *op);
+
+/* Stops op: 0 when it is finished now (done will not be called), 1 when its final completion
+ * is still to come. Not active: 0. */
+int aev__op_cancel(aev_loop_t *loop, aev__op_t *op);
+
+/* Is op active (submitted and not finished)? */
+static inline int aev__op_active(const aev__op_t *op)
+{
+    return op->active;
+}
+
+/* The loop's shared read buffer (64 KiB, allocated on first use), or NULL. */
+void *aev__op_shared_buffer(aev_loop_t *loop, size_t *size);
+#define AEV__OP_SHARED_SIZE 65536u
+
+#endif /* AEV_IO_OP_H */
