@@ -1,5 +1,6 @@
-/* libaev core - loop.create_connection: resolve, try the addresses in order,
- * and wrap the connected socket in a stream transport.
+/* libaev core - loop.create_connection: resolve, try the addresses in order (or
+ * race them, Happy Eyeballs: RFC 8305, as asyncio's staggered_race), and wrap the
+ * connected socket in a stream transport.
  *
  * The whole operation is a task of the core (asyncio's create_connection is a
  * coroutine too): the future the caller gets is that task, so cancelling it
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "aev/dns.h"
+#include "aev/sock.h"
 #include "stream_internal.h"
 #include "task_internal.h"
 
@@ -63,6 +65,221 @@ static void note_attempt(char *buf, size_t size, const struct sockaddr *sa, int 
     size_t len = strlen(buf);
     if (len + 1 < size)
         snprintf(buf + len, size - len, "%s('%s', %d): %s", len ? ", " : "", host, port, aev_strerror(err));
+}
+
+/* ---- the addresses, in the order they are tried -------------------------------------- */
+
+/* The addresses of list in the order create_connection tries them (*out: n pointers into
+ * list, malloc'ed; NULL when n is 0). interleave 0 keeps getaddrinfo's order; otherwise the
+ * addresses are interleaved by family as asyncio's _interleave_addrinfos does: families in
+ * the order they first appear, the first interleave - 1 addresses of the first family, then
+ * one address of each family in turn ("First Address Family Count", RFC 8305 section 4). */
+static int order_addresses(const struct addrinfo *list, int interleave, const struct addrinfo ***out,
+                           size_t *np)
+{
+    size_t n = 0;
+    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next)
+        n++;
+    *out = NULL;
+    *np = n;
+    if (n == 0)
+        return 0;
+    const struct addrinfo **order = malloc(n * sizeof *order);
+    const struct addrinfo **next = malloc(n * sizeof *next); /* per family: its next address */
+    if (!order || !next) {
+        free(order);
+        free(next);
+        return -ENOMEM;
+    }
+    size_t k = 0;
+    if (interleave <= 0) {
+        for (const struct addrinfo *ai = list; ai; ai = ai->ai_next)
+            order[k++] = ai;
+        free(next);
+        *out = order;
+        return 0;
+    }
+    size_t nfam = 0; /* next[f]: the first address of family f, families by first appearance */
+    for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
+        size_t f = 0;
+        while (f < nfam && next[f]->ai_family != ai->ai_family)
+            f++;
+        if (f == nfam)
+            next[nfam++] = ai;
+    }
+    for (int c = 1; c < interleave && next[0]; c++) { /* the first family's head start */
+        const struct addrinfo *ai = next[0];
+        order[k++] = ai;
+        do
+            ai = ai->ai_next;
+        while (ai && ai->ai_family != order[k - 1]->ai_family);
+        next[0] = ai;
+    }
+    while (k < n) {
+        for (size_t f = 0; f < nfam; f++) {
+            const struct addrinfo *ai = next[f];
+            if (!ai)
+                continue;
+            order[k++] = ai;
+            int family = ai->ai_family;
+            do
+                ai = ai->ai_next;
+            while (ai && ai->ai_family != family);
+            next[f] = ai;
+        }
+    }
+    free(next);
+    *out = order;
+    return 0;
+}
+
+/* Opens the socket of one attempt, bound to the first local address of its family when
+ * local_addr was given: 0 and *fdp, or a negative error and *fdp = -1 (nothing left open). */
+static int attempt_open(const struct addrinfo *ai, const struct addrinfo *laddrs, int *fdp)
+{
+    *fdp = -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -errno;
+    if (laddrs) {
+        int err = -EADDRNOTAVAIL;
+        for (const struct addrinfo *la = laddrs; la; la = la->ai_next)
+            if (la->ai_family == ai->ai_family) {
+                err = bind(fd, la->ai_addr, la->ai_addrlen) < 0 ? -errno : 0;
+                break;
+            }
+        if (err < 0) {
+            close(fd);
+            return err;
+        }
+    }
+    *fdp = fd;
+    return 0;
+}
+
+/* ---- Happy Eyeballs ------------------------------------------------------------------- */
+
+/* One connection attempt of the race. */
+typedef struct attempt {
+    const struct addrinfo *ai;
+    int fd;            /* -1 once closed */
+    aev_future_t *fut; /* its sock_connect, until it is read */
+    int err;           /* why it failed; 0 while it runs, or for the winner */
+} attempt_t;
+
+/* Ends an attempt that did not win: stops its connect (its watcher is removed before the
+ * socket is closed, so a new socket taking the same number is never confused with it) and
+ * closes the socket. */
+static void attempt_close(aev_loop_t *loop, attempt_t *a)
+{
+    if (a->fut) {
+        if (!aev_future_done(a->fut)) {
+            aev_future_cancel(a->fut, NULL);
+            aev_loop_remove_writer(loop, a->fd);
+        } else {
+            (void)aev_future_error(a->fut); /* read: never "exception was never retrieved" */
+        }
+        aev_future_unref(a->fut);
+        a->fut = NULL;
+    }
+    if (a->fd >= 0) {
+        close(a->fd);
+        a->fd = -1;
+    }
+}
+
+/* The staggered race of RFC 8305 section 5, as asyncio's staggered_race runs it: the first
+ * attempt starts at once; the next one starts when the latest one fails or when delay
+ * seconds have passed since it started, whichever comes first; the first connection made
+ * wins and every other attempt is stopped and its socket closed. Returns 0 with *connected
+ * the winner's fd, or 0 with *connected -1 when every attempt failed (their errors noted in
+ * attempt order in the attempts text, the first in *first_error); AEV_ECANCELLED when the
+ * task is cancelled (every socket closed), or another negative code. */
+static int happy_eyeballs(aev_loop_t *loop, const struct addrinfo *const *order, size_t n,
+                          const struct addrinfo *laddrs, double delay, int *connected, char *attempts,
+                          size_t attempts_size, int *first_error)
+{
+    *connected = -1;
+    if (n == 0)
+        return 0;
+    attempt_t *a = calloc(n, sizeof *a);
+    aev_future_t **running = calloc(n, sizeof *running);
+    if (!a || !running) {
+        free(a);
+        free(running);
+        return -ENOMEM;
+    }
+    size_t next = 0, winner = n;
+    double due = 0; /* when the latest attempt's delay is over */
+    int start = 1;  /* start the next attempt now */
+    int rc = 0;
+    for (;;) {
+        if (start && next < n) {
+            attempt_t *x = &a[next++];
+            start = 0;
+            x->ai = order[next - 1];
+            x->err = attempt_open(x->ai, laddrs, &x->fd);
+            if (x->err == 0)
+                x->err = aev_loop_sock_connect(loop, x->fd, x->ai->ai_addr, x->ai->ai_addrlen, &x->fut);
+            if (x->err < 0) {
+                attempt_close(loop, x);
+                start = 1; /* a failure starts the next attempt at once */
+                continue;
+            }
+            due = aev_loop_time(loop) + delay;
+        }
+        /* the outcomes so far */
+        size_t nrunning = 0;
+        for (size_t i = 0; i < next && winner == n; i++) {
+            attempt_t *x = &a[i];
+            if (!x->fut)
+                continue;
+            if (!aev_future_done(x->fut)) {
+                running[nrunning++] = x->fut;
+                continue;
+            }
+            int err = aev_future_error(x->fut);
+            if (err == 0) {
+                winner = i;
+                break;
+            }
+            x->err = err;
+            attempt_close(loop, x);
+            if (i == next - 1)
+                start = 1;
+        }
+        if (winner < n || (nrunning == 0 && next == n))
+            break;
+        double left = next < n ? due - aev_loop_time(loop) : -1.0; /* -1: no more to start */
+        if (next < n && (start || left <= 0 || nrunning == 0)) {
+            start = 1;
+            continue;
+        }
+        /* wait for an attempt to end, or for the delay of the latest one */
+        aev_future_t *w = NULL;
+        rc = aev_future_wait(loop, running, nrunning, left, AEV_WAIT_FIRST_COMPLETED, &w);
+        if (rc == 0)
+            rc = aev_await(w, NULL);
+        aev_future_unref(w);
+        if (rc < 0)
+            break;
+    }
+    for (size_t i = 0; i < next; i++) {
+        if (i == winner) {
+            aev_future_unref(a[i].fut);
+            *connected = a[i].fd;
+            continue;
+        }
+        attempt_close(loop, &a[i]);
+        if (rc == 0 && winner == n) {
+            if (!*first_error)
+                *first_error = a[i].err;
+            note_attempt(attempts, attempts_size, a[i].ai->ai_addr, a[i].err);
+        }
+    }
+    free(a);
+    free(running);
+    return rc;
 }
 
 /* Makes the transport on a connected fd and waits for connection_made. */
@@ -146,35 +363,42 @@ static int connect_task(aev_future_t *self, void *arg)
         if (rc == 0)
             rc = aev_await(local, &laddrs);
     }
+    const struct addrinfo **order = NULL;
+    size_t n = 0;
+    double delay = j->opts.happy_eyeballs_delay;
+    if (rc == 0)
+        rc = order_addresses(addrs, j->opts.interleave ? j->opts.interleave : delay > 0 ? 1 : 0, &order, &n);
     char attempts[1024] = "";
     int first_error = 0, connected = -1;
-    for (const struct addrinfo *ai = addrs; rc == 0 && ai && connected < 0; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        int err = fd < 0 ? -errno : 0;
-        if (err == 0 && laddrs) { /* bind to the first local address of the same family */
-            err = -EADDRNOTAVAIL;
-            for (const struct addrinfo *la = laddrs; la; la = la->ai_next)
-                if (la->ai_family == ai->ai_family) {
-                    err = bind(fd, la->ai_addr, la->ai_addrlen) < 0 ? -errno : 0;
-                    break;
-                }
+    if (rc == 0 && delay > 0) {
+        rc = happy_eyeballs(loop, order, n, laddrs, delay, &connected, attempts, sizeof attempts, &first_error);
+    } else {
+        for (size_t i = 0; rc == 0 && i < n && connected < 0; i++) {
+            const struct addrinfo *ai = order[i];
+            int fd;
+            int err = attempt_open(ai, laddrs, &fd);
+            if (err == 0)
+                err = aev_task_sock_connect(fd, ai->ai_addr, ai->ai_addrlen);
+            if (err == 0) {
+                connected = fd;
+                break;
+            }
+            if (fd >= 0) {
+                /* the task may still hold its watcher on fd (kept for a next wait on it): drop
+                 * it before the number is reused by the next attempt's socket */
+                aev_loop_remove_writer(loop, fd);
+                close(fd);
+            }
+            if (err == AEV_ECANCELLED) {
+                rc = err;
+                break;
+            }
+            if (!first_error)
+                first_error = err;
+            note_attempt(attempts, sizeof attempts, ai->ai_addr, err);
         }
-        if (err == 0)
-            err = aev_task_sock_connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (err == 0) {
-            connected = fd;
-            break;
-        }
-        if (fd >= 0)
-            close(fd);
-        if (err == AEV_ECANCELLED) {
-            rc = err;
-            break;
-        }
-        if (!first_error)
-            first_error = err;
-        note_attempt(attempts, sizeof attempts, ai->ai_addr, err);
     }
+    free(order);
     char detail[1100];
     const char *lookup_detail = NULL;
     if (rc < 0 && lookup && aev_future_done(lookup) && aev_future_error(lookup) < 0)
@@ -216,12 +440,26 @@ int aev_loop_create_connection(aev_loop_t *loop, aev_protocol_factory_fn factory
         aev__set_detail("server_hostname and the ssl timeouts are only meaningful with ssl");
         return -EINVAL;
     }
-    if (o.happy_eyeballs_delay != 0 || o.interleave != 0) {
-        aev__set_detail("happy_eyeballs_delay and interleave (RFC 8305) are not implemented yet");
-        return AEV_ENOT_SUPPORTED;
+    if (!(o.happy_eyeballs_delay >= 0)) { /* NaN too */
+        aev__set_detail("happy_eyeballs_delay must be 0 (off) or a positive number of seconds, not %g",
+                        o.happy_eyeballs_delay);
+        return -EINVAL;
+    }
+    if (o.interleave < 0) {
+        aev__set_detail("interleave must be 0 (no reordering) or a positive count, not %d", o.interleave);
+        return -EINVAL;
     }
     if (o.use_sock && (host || port || o.local_host)) {
         aev__set_detail("host/port/local_addr and sock can not be specified at the same time");
+        return -EINVAL;
+    }
+    if (o.use_sock && (o.happy_eyeballs_delay > 0 || o.interleave)) {
+        aev__set_detail("happy_eyeballs_delay and interleave do not apply to sock (already connected)");
+        return -EINVAL;
+    }
+    if (!o.use_sock && o.family != AF_UNSPEC && o.family != AF_INET && o.family != AF_INET6) {
+        aev__set_detail("family %d is not AF_UNSPEC (%d), AF_INET (%d) or AF_INET6 (%d)", o.family, AF_UNSPEC,
+                        AF_INET, AF_INET6);
         return -EINVAL;
     }
     if (!o.use_sock && (port < 0 || port > 65535)) {

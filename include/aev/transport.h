@@ -139,8 +139,14 @@ typedef struct aev_connection_options {
     const char *local_host;      /* local_addr: bind to this host (NULL: no bind) ... */
     int local_port;              /* ... and port */
     int all_errors;              /* 1: on failure, the detail lists every attempt's error */
-    double happy_eyeballs_delay; /* RFC 8305 connection attempt delay; 0: one at a time */
-    int interleave;              /* RFC 8305 first address family count; 0: no reordering */
+    double happy_eyeballs_delay; /* > 0: Happy Eyeballs (RFC 8305 "Connection Attempt Delay",
+                                    0.25 suggested): the next attempt starts when the latest
+                                    one fails or after this many seconds, the first connection
+                                    wins, the others are closed; 0: one at a time; < 0 or NaN:
+                                    -EINVAL */
+    int interleave;              /* > 0: reorder the addresses by family, this being RFC 8305's
+                                    "First Address Family Count"; 0: no reordering, or 1 when
+                                    happy_eyeballs_delay is set (asyncio's default); < 0: -EINVAL */
     const void *ssl;             /* TLS (the tls plugin family): not available yet */
     const char *server_hostname; /* only with ssl */
     double ssl_handshake_timeout, ssl_shutdown_timeout; /* only with ssl */
