@@ -48,6 +48,7 @@ struct aev_server {
     aev_future_t **waiters;     /* wait_closed() futures */
     size_t nwaiters;
     struct aev_server *prev, *next; /* the loop's servers */
+    struct server_setup *setup; /* create_server still resolving names, or NULL */
     char *unix_path;            /* a Unix server's socket file, removed at close if still ours */
     dev_t unix_dev;
     ino_t unix_ino;
@@ -517,6 +518,7 @@ static int lookup_done(aev_future_t *fut, void *arg)
     server_setup_t *st = arg;
     if (--st->pending > 0)
         return 0;
+    st->s->setup = NULL;
     int rc = 0;
     const char *detail = NULL;
     for (size_t i = 0; i < st->nlookups && rc == 0; i++) {
@@ -633,6 +635,7 @@ int aev_loop_create_server(aev_loop_t *loop, aev_protocol_factory_fn factory, vo
         return rc;
     }
     st->pending = st->nlookups;
+    s->setup = st;
     for (size_t i = 0; i < st->nlookups; i++)
         aev_future_add_done_callback(st->lookups[i], lookup_done, st);
     *out = aev_future_ref(st->out);
@@ -736,6 +739,17 @@ void aev__servers_loop_close(aev_loop_t *loop)
 {
     for (aev_server_t *s = loop->servers, *next; s; s = next) {
         aev_server_ref(s);
+        server_setup_t *st = s->setup;
+        if (st) { /* still resolving: the lookups are stopped, create_server's future stays
+                   * pending as every future of a closed loop, the setup's reference goes */
+            s->setup = NULL;
+            for (size_t i = 0; i < st->nlookups; i++) {
+                aev_future_remove_done_callback(st->lookups[i], lookup_done, st);
+                aev_future_cancel(st->lookups[i], "the event loop was closed");
+            }
+            setup_free(st);
+            aev_server_unref(s);
+        }
         aev_future_t *forever = s->serving_forever;
         s->serving_forever = NULL;
         aev_server_close(s);

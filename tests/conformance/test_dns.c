@@ -592,6 +592,29 @@ START_TEST(test_close_in_flight)
 }
 END_TEST
 
+static aev_protocol_t *no_protocol(void *userdata)
+{
+    (void)userdata;
+    return NULL;
+}
+
+/* create_server and create_connection still resolving their names when the loop closes:
+ * their futures stay pending, nothing leaks (the valgrind and ASan runs check that). */
+START_TEST(test_close_during_server_lookup)
+{
+    aev_loop_t *loop = tu_loop_new();
+    aev_future_t *srv = NULL, *conn = NULL;
+    ck_assert_int_eq(aev_loop_create_server(loop, no_protocol, NULL, "localhost", 0, NULL, &srv), 0);
+    ck_assert_int_eq(aev_loop_create_connection(loop, no_protocol, NULL, "localhost", 9, NULL, &conn), 0);
+    ck_assert_int_eq(aev_future_done(srv), 0);
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    ck_assert_int_eq(aev_future_done(srv), 0);
+    aev_future_unref(srv);
+    aev_future_unref(conn);
+    aev_loop_free(loop);
+}
+END_TEST
+
 /* ---- from a task ------------------------------------------------------------------------- */
 
 static int resolve_task(aev_future_t *self, void *arg)
@@ -642,6 +665,7 @@ static Suite *dns_suite(void)
     TU_ADD(s, test_cancel_queued_never_runs);
     TU_ADD(s, test_many_concurrent);
     TU_ADD(s, test_close_in_flight);
+    TU_ADD(s, test_close_during_server_lookup);
     TU_ADD(s, test_await_in_task);
     return s;
 }
