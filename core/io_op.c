@@ -58,6 +58,7 @@ static int soon_cb(aev_loop_t *loop, void *arg)
  * next dispatch of ready callbacks) or is in progress (the writer watcher reports it). */
 static int connect_start(aev_loop_t *loop, aev__op_t *op)
 {
+    op->soon = NULL;
     int r;
     do
         r = connect(op->fd, op->addr, op->addrlen);
@@ -91,7 +92,7 @@ int aev__op_cancel(aev_loop_t *loop, aev__op_t *op)
     if (!op->active)
         return 0;
     op->active = 0;
-    if (op->soon) {
+    if (op->opcode == AEV_OP_CONNECT && op->soon) { /* soon aliases buf: CONNECT only */
         aev_handle_cancel(op->soon);
         aev_handle_unref(op->soon);
         op->soon = NULL;

@@ -57,21 +57,32 @@ typedef int (*aev__op_prepare_fn)(aev__op_t *op);
 struct aev__op {
     aev__op_done_fn done;
     aev__op_prepare_fn prepare; /* may be NULL */
-    void *buf;                  /* RECV/SEND: the bytes; READV/WRITEV: unused */
-    size_t len;
-    const struct iovec *iov;    /* READV/WRITEV (and SEND when iovcnt > 0: sendmsg) */
-    int iovcnt;
-    struct msghdr *msg;         /* RECVMSG/SENDMSG */
-    const struct sockaddr *addr; /* CONNECT */
-    socklen_t addrlen;
+    union {
+        struct {
+            void *buf;  /* RECV/SEND/READV/WRITEV: the bytes (READV/WRITEV: when iovcnt is 0) */
+            size_t len; /* ACCEPT: connections accepted per readiness event at most */
+        };
+        void *data; /* during done(): where a SHARED_BUF receive put the bytes (aliases buf) */
+        struct {    /* CONNECT finished at once: its result, delivered by the soon callback */
+            aev_handle_t *soon;
+            int soon_result;
+        };
+    };
+    union {
+        struct {
+            const struct iovec *iov; /* READV/WRITEV, and SEND when iovcnt > 0 (sendmsg) */
+            int iovcnt;
+        };
+        struct msghdr *msg; /* RECVMSG/SENDMSG */
+        struct {            /* CONNECT */
+            const struct sockaddr *addr;
+            socklen_t addrlen;
+        };
+    };
     int fd;
-    uint8_t opcode;             /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG,
-                                   _ACCEPT, _CONNECT */
-    uint8_t flags;              /* AEV__OP_* submit flags */
-    uint8_t active;             /* submitted, final completion not yet delivered */
-    void *data;                 /* during done(): where a SHARED_BUF receive put the bytes */
-    int soon_result;            /* CONNECT finished at once: its result, delivered by soon */
-    aev_handle_t *soon;
+    uint8_t opcode; /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG, _ACCEPT, _CONNECT */
+    uint8_t flags;  /* AEV__OP_* submit flags */
+    uint8_t active; /* submitted, final completion not yet delivered */
 };
 
 /* Starts op on loop's engine. 0, or a negative errno (nothing started, done never called;
