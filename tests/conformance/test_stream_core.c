@@ -2,12 +2,16 @@
  * _SelectorSocketTransport and Protocol): order of calls, flow control with
  * the write-buffer marks, pause/resume reading, write_eof, close and abort,
  * raising callbacks, buffered protocols, servers and their close rules, and
- * loop close with open transports. The peer is the other end of a socketpair
- * (or a TCP client), read and written directly by the test. */
+ * loop close with open transports, close while writing, writes after write_eof,
+ * get_extra_info and set_protocol. The peer is the other end of a real connected
+ * stream pair (or a client of a server), read and written directly by the test.
+ *
+ * The transport tests run for three address kinds (Check loop tests, _i is the kind,
+ * see TU_FAM_* in test_util.h): TCP over 127.0.0.1, TCP over ::1 (skipped with a note
+ * where the host has no IPv6 loopback) and a Unix stream socket. The pair is made with
+ * listen/connect/accept, and the accepted end is given to connect_accepted_socket; the
+ * kernel buffers are capped (TU_SOCKBUF) so that large writes stay in the transport. */
 #include "test_util.h"
-
-#include <netinet/in.h>
-#include <poll.h>
 
 typedef struct rec {
     aev_protocol_t proto;
@@ -19,6 +23,8 @@ typedef struct rec {
     int keep_open_on_eof;
     size_t small_cap; /* buffered protocol: the buffer size it gives */
     size_t max_chunk;
+    size_t size_at_pause, size_at_resume; /* write buffer size when pause/resume_writing ran */
+    aev_protocol_t *switch_to;            /* set_protocol(switch_to) in the first data_received */
 } rec_t;
 
 static int r_made(aev_protocol_t *p, aev_transport_t *t)
@@ -41,6 +47,10 @@ static int r_data(aev_protocol_t *p, const void *d, size_t n)
     size_t c = n < sizeof r->buf - r->got ? n : sizeof r->buf - r->got;
     memcpy(r->buf + r->got, d, c);
     r->got += n;
+    if (r->switch_to) {
+        aev_transport_set_protocol(r->t, r->switch_to);
+        r->switch_to = NULL;
+    }
     return 0;
 }
 
@@ -63,13 +73,17 @@ static int r_lost(aev_protocol_t *p, int error)
 
 static int r_pause(aev_protocol_t *p)
 {
-    ((rec_t *)p)->pauses++;
+    rec_t *r = (rec_t *)p;
+    r->pauses++;
+    r->size_at_pause = aev_transport_get_write_buffer_size(r->t);
     return 0;
 }
 
 static int r_resume(aev_protocol_t *p)
 {
-    ((rec_t *)p)->resumes++;
+    rec_t *r = (rec_t *)p;
+    r->resumes++;
+    r->size_at_resume = aev_transport_get_write_buffer_size(r->t);
     return 0;
 }
 
@@ -123,10 +137,10 @@ static void run_until(aev_loop_t *loop, const int *flag, double limit)
     ck_assert_msg(*flag, "condition not reached within %.0f s", limit);
 }
 
-/* A transport over sv[0] (sv[1] is the test's peer). */
-static aev_transport_t *make_transport(aev_loop_t *loop, rec_t *r, int sv[2])
+/* A transport over sv[0] (sv[1] is the test's peer), a connected pair of kind fam. */
+static aev_transport_t *make_transport(aev_loop_t *loop, rec_t *r, int sv[2], int fam)
 {
-    tu_socketpair(sv);
+    tu_stream_pair(fam, sv);
     g_rec = r;
     aev_future_t *f = NULL;
     ck_assert_int_eq(aev_loop_connect_accepted_socket(loop, rec_factory, NULL, sv[0], &f), 0);
@@ -147,12 +161,12 @@ static size_t peer_drain(int fd, size_t *offset, int *eof)
     for (;;) {
         ssize_t n = read(fd, b, sizeof b);
         if (n > 0) {
-            /* one assertion per chunk: a per-byte ck_assert costs minutes under valgrind */
+            /* one assertion per read: each ck_assert costs a message to Check's parent */
             ssize_t bad = -1;
             for (ssize_t i = 0; i < n && bad < 0; i++)
                 if (b[i] != (unsigned char)((*offset + (size_t)i) * 31u))
                     bad = i;
-            ck_assert_msg(bad < 0, "byte %zu differs", *offset + (size_t)bad);
+            ck_assert_msg(bad < 0, "byte %zu of the stream is wrong", *offset + (size_t)bad);
             *offset += (size_t)n;
             total += (size_t)n;
             continue;
@@ -161,6 +175,22 @@ static size_t peer_drain(int fd, size_t *offset, int *eof)
             *eof = 1;
         return total;
     }
+}
+
+/* Reads until EOF (waiting for data with poll, at most limit seconds), checking the pattern;
+ * returns 1 on EOF, 0 on timeout or a read error (errno then says which). */
+static int peer_drain_to_eof(int fd, size_t *offset, double limit)
+{
+    double end = tu_now() + limit;
+    int eof = 0;
+    while (!eof && tu_now() < end) {
+        peer_drain(fd, offset, &eof);
+        if (!eof && errno != EAGAIN && errno != EWOULDBLOCK)
+            return 0;
+        if (!eof)
+            tu_poll_fd(fd, POLLIN, end - tu_now());
+    }
+    return eof;
 }
 
 static unsigned char *pattern(size_t n)
@@ -174,10 +204,12 @@ static unsigned char *pattern(size_t n)
 
 START_TEST(test_order_data_eof_lost)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     int sv[2];
-    make_transport(loop, r, sv);
+    make_transport(loop, r, sv, fam);
     tu_write(sv[1], "hello");
     run_until(loop, (const int *)&r->got, 5);
     ck_assert_int_eq(r->got, 5);
@@ -196,18 +228,21 @@ END_TEST
 /* eof_received returning 1 keeps the transport open for writing (half-close). */
 START_TEST(test_half_open_after_eof)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     r->keep_open_on_eof = 1;
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     shutdown(sv[1], SHUT_WR);
     run_until(loop, &r->eofs, 5);
     ck_assert_int_eq(r->lost, 0);
     ck_assert_int_eq(aev_transport_write(t, "late", 4), 0);
     char b[8];
-    tu_sleep(0.05);
+    ck_assert(tu_poll_fd(sv[1], POLLIN, 5) & POLLIN);
     ck_assert_int_eq(read(sv[1], b, sizeof b), 4);
+    ck_assert_int_eq(memcmp(b, "late", 4), 0);
     aev_transport_close(t);
     run_until(loop, &r->lost, 5);
     ck_assert_int_eq(r->lost_error, 0);
@@ -233,16 +268,24 @@ static int peer_read_cb(aev_loop_t *loop, void *arg)
  * once at low after the peer drains; every byte arrives in order. */
 START_TEST(test_flow_control_marks)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     ck_assert_int_eq(aev_transport_set_write_buffer_limits(t, 65536, 16384), 0);
     size_t lo = 0, hi = 0;
     aev_transport_get_write_buffer_limits(t, &lo, &hi);
     ck_assert_uint_eq(lo, 16384);
     ck_assert_uint_eq(hi, 65536);
     ck_assert_int_eq(aev_transport_set_write_buffer_limits(t, 10, 20), -EINVAL);
+    /* marks far apart compared with what the kernel takes per send (TU_SOCKBUF), so that
+     * pausing or resuming at the wrong mark shows */
+    ck_assert_int_eq(aev_transport_set_write_buffer_limits(t, 1 << 20, 256 << 10), 0);
+    aev_transport_get_write_buffer_limits(t, &lo, &hi);
+    ck_assert_uint_eq(lo, 256u << 10);
+    ck_assert_uint_eq(hi, 1u << 20);
     size_t total = 4u << 20;
     unsigned char *data = pattern(total);
     for (size_t off = 0; off < total; off += 65536)
@@ -250,6 +293,8 @@ START_TEST(test_flow_control_marks)
     ck_assert_uint_gt(aev_transport_get_write_buffer_size(t), 65536);
     ck_assert_int_eq(r->pauses, 1);
     ck_assert_int_eq(r->resumes, 0);
+    ck_assert_uint_gt(r->size_at_pause, 1u << 20); /* paused only above the high mark ... */
+    ck_assert_uint_le(r->size_at_pause, (1u << 20) + 65536); /* ... as soon as it was crossed */
     g_peer_off = 0;
     g_peer_eof = 0;
     g_peer_fd = sv[1];
@@ -260,6 +305,7 @@ START_TEST(test_flow_control_marks)
     }
     ck_assert_uint_eq(g_peer_off, total);
     ck_assert_int_eq(r->resumes, 1);
+    ck_assert_uint_le(r->size_at_resume, 256u << 10); /* resumed at the low mark, not before */
     ck_assert_uint_eq(aev_transport_get_write_buffer_size(t), 0);
     aev_transport_close(t);
     run_until(loop, &r->lost, 5);
@@ -272,15 +318,18 @@ END_TEST
 
 START_TEST(test_pause_resume_reading)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     ck_assert_int_eq(aev_transport_is_reading(t), 1);
     aev_transport_pause_reading(t);
     aev_transport_pause_reading(t); /* idempotent */
     ck_assert_int_eq(aev_transport_is_reading(t), 0);
     tu_write(sv[1], "queued");
+    ck_assert(tu_poll_fd(aev_transport_get_fd(t), POLLIN, 5) & POLLIN); /* the bytes are there */
     for (int i = 0; i < 10; i++)
         tu_run_once(loop);
     ck_assert_int_eq(r->got, 0);
@@ -299,11 +348,13 @@ END_TEST
 /* write_eof after buffered data: the peer gets every byte, then EOF; writing after it is refused. */
 START_TEST(test_write_eof_and_close_flush)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     for (int mode = 0; mode < 2; mode++) { /* 0: write_eof, 1: close */
         rec_t *r = rec_new();
         int sv[2];
-        aev_transport_t *t = make_transport(loop, r, sv);
+        aev_transport_t *t = make_transport(loop, r, sv, fam);
         size_t total = 2u << 20;
         unsigned char *data = pattern(total);
         ck_assert_int_eq(aev_transport_write(t, data, total), 0);
@@ -342,10 +393,12 @@ END_TEST
 
 START_TEST(test_abort_drops_buffer)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     size_t total = 8u << 20;
     unsigned char *data = pattern(total);
     ck_assert_int_eq(aev_transport_write(t, data, total), 0);
@@ -354,8 +407,8 @@ START_TEST(test_abort_drops_buffer)
     run_until(loop, &r->lost, 5);
     ck_assert_int_eq(r->lost_error, 0);
     g_peer_off = 0;
-    g_peer_eof = 0;
-    peer_drain(sv[1], &g_peer_off, &g_peer_eof);
+    /* what the kernel had taken arrives (TCP may still be delivering it), then EOF */
+    g_peer_eof = peer_drain_to_eof(sv[1], &g_peer_off, 5);
     ck_assert_int_eq(g_peer_eof, 1);
     ck_assert_uint_lt(g_peer_off, total);
     free(data);
@@ -378,13 +431,15 @@ static void record_exc(aev_loop_t *loop, const aev_exception_context_t *ctx, voi
 
 START_TEST(test_raising_data_received_aborts)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     aev_loop_set_exception_handler(loop, record_exc, NULL);
     g_exc_calls = 0;
     rec_t *r = rec_new();
     r->raised_at = 1;
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     tu_write(sv[1], "boom");
     run_until(loop, &r->lost, 5);
     ck_assert_int_eq(g_exc_calls, 1);
@@ -398,8 +453,9 @@ START_TEST(test_raising_data_received_aborts)
 }
 END_TEST
 
-/* The peer resets the connection: connection_lost(-ECONNRESET), not an exception-handler matter. */
-START_TEST(test_peer_reset)
+/* The peer closes the connection abruptly; returns the transport's connection_lost error. The
+ * transport sends the peer a few bytes first, which the peer leaves unread if leave_unread. */
+static int peer_reset_case(int fam, int leave_unread, int *eofs)
 {
     aev_loop_t *loop = tu_loop_new();
     aev_loop_set_exception_handler(loop, record_exc, NULL);
@@ -407,40 +463,71 @@ START_TEST(test_peer_reset)
     aev_future_t *sf = NULL;
     rec_t *r = rec_new();
     g_rec = r;
-    ck_assert_int_eq(aev_loop_create_server(loop, rec_factory, NULL, "127.0.0.1", 0, NULL, &sf), 0);
-    void *srv = NULL;
-    ck_assert_int_eq(aev_future_result(sf, &srv), 0);
-    int lfd = -1;
-    ck_assert_int_eq(aev_server_sockets(srv, &lfd, 1), 1);
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, len), 0);
+    struct sockaddr_storage sa;
+    socklen_t len;
+    tu_server_start(loop, fam, rec_factory, NULL, NULL, &sf, &sa, &len);
+    int c = tu_connect_to((struct sockaddr *)&sa, len);
     run_until(loop, &r->made, 5);
+    ck_assert_int_eq(aev_transport_write(r->t, "unread", 6), 0);
+    ck_assert(tu_poll_fd(c, POLLIN, 5) & POLLIN);
+    if (!leave_unread) {
+        char b[8];
+        ck_assert_int_eq(read(c, b, sizeof b), 6);
+    }
     tu_write(c, "data");
+    run_until(loop, (const int *)&r->got, 5); /* the transport has read the data */
+    ck_assert_uint_eq(r->got, 4);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    tu_sleep(0.05);
-    close(c);
+    ck_assert_int_eq(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(c); /* TCP: an RST */
     run_until(loop, &r->lost, 5);
-    ck_assert_int_eq(r->lost_error, -ECONNRESET);
-    ck_assert_int_eq(g_exc_calls, 0);
+    ck_assert_int_eq(r->lost, 1);
+    ck_assert_int_eq(g_exc_calls, 0); /* a reset is the peer's doing, not an error to report */
+    int err = r->lost_error;
+    *eofs = r->eofs;
     aev_future_unref(sf);
     free(r);
     tu_loop_free(loop);
+    return err;
+}
+
+/* The peer resets the connection: connection_lost(-ECONNRESET), not an exception-handler matter.
+ * TCP: the peer closes with SO_LINGER {1, 0}, which sends an RST.
+ * Unix: SO_LINGER does nothing; what the kernel gives depends on the peer's receive queue.
+ * Linux (and gVisor) report ECONNRESET to the other end when a Unix stream socket is closed
+ * with unread data in its receive queue, and a plain EOF (connection_lost(0) after
+ * eof_received) when it is empty. Both cases are checked. */
+START_TEST(test_peer_reset)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    int eofs = -1;
+    int err = peer_reset_case(fam, 1, &eofs);
+    ck_assert_msg(err == -ECONNRESET, "%s: connection_lost(%d %s), want -ECONNRESET", tu_fam_name(fam), err,
+                  aev_err_name(err));
+    ck_assert_int_eq(eofs, 0);
+    err = peer_reset_case(fam, 0, &eofs);
+    if (fam == TU_FAM_UNIX) {
+        ck_assert_int_eq(err, 0);
+        ck_assert_int_eq(eofs, 1);
+    } else {
+        ck_assert_int_eq(err, -ECONNRESET);
+        ck_assert_int_eq(eofs, 0);
+    }
 }
 END_TEST
 
 START_TEST(test_buffered_protocol_small_buffer)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     r->proto.get_buffer = r_get_buffer;
     r->proto.buffer_updated = r_updated;
     r->small_cap = 7;
     int sv[2];
-    aev_transport_t *t = make_transport(loop, r, sv);
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
     char msg[100];
     for (int i = 0; i < 100; i++)
         msg[i] = (char)('a' + i % 26);
@@ -472,33 +559,28 @@ static int set_flag_cb(aev_future_t *f, void *arg)
  * close_clients ends them gracefully. */
 START_TEST(test_server_close_rules)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     g_rec = r;
     aev_future_t *sf = NULL;
-    ck_assert_int_eq(aev_loop_create_server(loop, rec_factory, NULL, "127.0.0.1", 0,
-                                            &(aev_server_options_t){.no_start = 1}, &sf),
-                     0);
-    void *srv = NULL;
-    ck_assert_int_eq(aev_future_result(sf, &srv), 0);
+    struct sockaddr_storage sa;
+    socklen_t len;
+    aev_server_t *srv =
+        tu_server_start(loop, fam, rec_factory, NULL, &(aev_server_options_t){.no_start = 1}, &sf, &sa, &len);
     ck_assert_ptr_eq(aev_server_get_loop(srv), loop);
     ck_assert_int_eq(aev_server_is_serving(srv), 0);
     ck_assert_int_eq(aev_server_start_serving(srv), 0);
     ck_assert_int_eq(aev_server_is_serving(srv), 1);
-    int lfd = -1;
-    ck_assert_int_eq(aev_server_sockets(srv, &lfd, 1), 1);
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, len), 0);
+    int c = tu_connect_to((struct sockaddr *)&sa, len);
     run_until(loop, &r->made, 5);
 
     aev_server_close(srv);
     ck_assert_int_eq(aev_server_is_serving(srv), 0);
     ck_assert_uint_eq(aev_server_sockets(srv, NULL, 0), 0);
-    int c2 = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ne(connect(c2, (struct sockaddr *)&sa, len), 0); /* nobody listens */
+    int c2 = socket(sa.ss_family, SOCK_STREAM, 0);
+    ck_assert_int_ne(connect(c2, (struct sockaddr *)&sa, len), 0); /* nobody listens (Unix: no file) */
     close(c2);
     aev_future_t *wc = NULL;
     ck_assert_int_eq(aev_server_wait_closed(srv, &wc), 0);
@@ -552,10 +634,12 @@ END_TEST
 /* Closing the loop with a transport open: its protocol gets connection_lost(AEV_ECLOSED). */
 START_TEST(test_loop_close_loses_transports)
 {
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
     aev_loop_t *loop = tu_loop_new();
     rec_t *r = rec_new();
     int sv[2];
-    make_transport(loop, r, sv);
+    make_transport(loop, r, sv, fam);
     ck_assert_int_eq(aev_loop_close(loop), 0);
     ck_assert_int_eq(r->lost, 1);
     ck_assert_int_eq(r->lost_error, AEV_ECLOSED);
@@ -565,21 +649,221 @@ START_TEST(test_loop_close_loses_transports)
 }
 END_TEST
 
+/* Close while writing: 8 MiB accepted while the peer does not read, then close(). Nothing
+ * accepted is lost: connection_lost waits until the buffer is flushed, the peer reads every
+ * byte in order and then EOF. */
+START_TEST(test_close_while_writing_nothing_lost)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *r = rec_new();
+    int sv[2];
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
+    size_t total = 8u << 20, chunk = 1u << 20;
+    unsigned char *data = pattern(total);
+    for (size_t off = 0; off < total; off += chunk)
+        ck_assert_int_eq(aev_transport_write(t, data + off, chunk), 0);
+    ck_assert_uint_gt(aev_transport_get_write_buffer_size(t), total / 2); /* most of it waits here */
+    ck_assert_int_eq(r->pauses, 1);
+    aev_transport_close(t);
+    ck_assert_int_eq(aev_transport_is_closing(t), 1);
+    ck_assert_int_eq(aev_transport_write(t, "x", 1), AEV_EINVALID_STATE); /* nothing more accepted */
+    aev_transport_close(t);                                              /* idempotent */
+    for (int i = 0; i < 10; i++)
+        tu_run_once(loop);
+    ck_assert_int_eq(r->lost, 0); /* not before the buffer is flushed */
+    ck_assert_uint_gt(aev_transport_get_write_buffer_size(t), total / 2);
+    g_peer_off = 0;
+    g_peer_eof = 0;
+    g_peer_fd = sv[1];
+    double end = tu_now() + 20;
+    while (!g_peer_eof && tu_now() < end) {
+        aev_loop_call_soon(loop, peer_read_cb, NULL, NULL);
+        tu_run_once(loop);
+    }
+    ck_assert_int_eq(g_peer_eof, 1);
+    ck_assert_uint_eq(g_peer_off, total);
+    run_until(loop, &r->lost, 5);
+    ck_assert_int_eq(r->lost, 1);
+    ck_assert_int_eq(r->lost_error, 0);
+    ck_assert_int_eq(r->eofs, 0);
+    free(data);
+    close(sv[1]);
+    free(r);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* After write_eof every write is refused (asyncio: RuntimeError, even for b''), write_eof again
+ * is a no-op, the transport is not closing and still reads: the peer gets EOF, answers, and
+ * the answer arrives (half-close from our side). */
+START_TEST(test_write_after_write_eof_rejected)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *r = rec_new();
+    int sv[2];
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
+    ck_assert_int_eq(aev_transport_write(t, "last", 4), 0);
+    ck_assert_int_eq(aev_transport_write_eof(t), 0);
+    ck_assert_int_eq(aev_transport_write(t, "x", 1), AEV_EINVALID_STATE);
+    ck_assert_ptr_nonnull(strstr(aev_error_detail(), "write_eof"));
+    ck_assert_int_eq(aev_transport_write(t, "", 0), AEV_EINVALID_STATE);
+    struct iovec iov[2] = {{.iov_base = "a", .iov_len = 1}, {.iov_base = "b", .iov_len = 1}};
+    ck_assert_int_eq(aev_transport_writelines(t, iov, 2), AEV_EINVALID_STATE);
+    ck_assert_int_eq(aev_transport_write_eof(t), 0);
+    ck_assert_int_eq(aev_transport_is_closing(t), 0);
+    ck_assert_int_eq(aev_transport_is_reading(t), 1);
+    /* the peer: "last", then EOF, and nothing of the refused writes */
+    char b[16];
+    size_t got = 0;
+    double end = tu_now() + 5;
+    ssize_t n = -1;
+    while (tu_now() < end) {
+        tu_poll_fd(sv[1], POLLIN, 1);
+        n = read(sv[1], b + got, sizeof b - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    ck_assert_int_eq(n, 0);
+    ck_assert_uint_eq(got, 4);
+    ck_assert_int_eq(memcmp(b, "last", 4), 0);
+    tu_write(sv[1], "answer");
+    run_until(loop, (const int *)&r->got, 5);
+    ck_assert_uint_eq(r->got, 6);
+    ck_assert_int_eq(memcmp(r->buf, "answer", 6), 0);
+    ck_assert_int_eq(r->lost, 0);
+    shutdown(sv[1], SHUT_WR);
+    run_until(loop, &r->lost, 5);
+    ck_assert_int_eq(r->eofs, 1);
+    ck_assert_int_eq(r->lost_error, 0);
+    close(sv[1]);
+    free(r);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* get_extra_info: 'socket' is the fd, 'peername' and 'sockname' are the peer's sockname and
+ * peername (the family's addresses: 127.0.0.1 / ::1 with ports, or the socket file path);
+ * after connection_lost the fd is -1 and the names are -EBADF. */
+START_TEST(test_extra_info_names)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *r = rec_new();
+    int sv[2];
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
+    aev_transport_ref(t);
+    ck_assert_int_eq(aev_transport_get_fd(t), sv[0]);
+    struct sockaddr_storage tp, ts, pp, ps;
+    socklen_t tpl = sizeof tp, tsl = sizeof ts, ppl = sizeof pp, psl = sizeof ps;
+    ck_assert_int_eq(aev_transport_get_peername(t, (struct sockaddr *)&tp, &tpl), 0);
+    ck_assert_int_eq(aev_transport_get_sockname(t, (struct sockaddr *)&ts, &tsl), 0);
+    ck_assert_int_eq(getpeername(sv[1], (struct sockaddr *)&pp, &ppl), 0);
+    ck_assert_int_eq(getsockname(sv[1], (struct sockaddr *)&ps, &psl), 0);
+    ck_assert_int_eq(tp.ss_family, tu_fam_af(fam));
+    ck_assert_int_eq(ts.ss_family, tu_fam_af(fam));
+    ck_assert_msg(tu_same_addr(&tp, tpl, &ps, psl), "%s: peername is not the peer's sockname", tu_fam_name(fam));
+    ck_assert_msg(tu_same_addr(&ts, tsl, &pp, ppl), "%s: sockname is not the peer's peername", tu_fam_name(fam));
+    if (fam == TU_FAM_INET) {
+        ck_assert_uint_eq(ntohl(((struct sockaddr_in *)&tp)->sin_addr.s_addr), INADDR_LOOPBACK);
+        ck_assert_int_gt(tu_addr_port(&tp), 0);
+        ck_assert_int_ne(tu_addr_port(&tp), tu_addr_port(&ts));
+    } else if (fam == TU_FAM_INET6) {
+        ck_assert(IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ts)->sin6_addr));
+        ck_assert_int_gt(tu_addr_port(&ts), 0);
+    } else {
+        ck_assert_ptr_nonnull(strstr(((struct sockaddr_un *)&ts)->sun_path, "/tmp/aev-test-"));
+    }
+    ck_assert_int_eq(aev_transport_get_peername(t, NULL, &tpl), -EINVAL);
+    ck_assert_int_eq(aev_transport_get_sockname(t, (struct sockaddr *)&ts, NULL), -EINVAL);
+    aev_transport_close(t);
+    run_until(loop, &r->lost, 5);
+    ck_assert_int_eq(aev_transport_get_fd(t), -1);
+    tpl = sizeof tp;
+    ck_assert_int_eq(aev_transport_get_peername(t, (struct sockaddr *)&tp, &tpl), -EBADF);
+    tsl = sizeof ts;
+    ck_assert_int_eq(aev_transport_get_sockname(t, (struct sockaddr *)&ts, &tsl), -EBADF);
+    aev_transport_unref(t);
+    close(sv[1]);
+    free(r);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* set_protocol mid-stream, from inside data_received: the bytes read after it go to the new
+ * protocol, here a buffered one (asyncio's transport switches between Protocol and
+ * BufferedProtocol on set_protocol), and so do eof_received and connection_lost; the old
+ * protocol gets no more calls. */
+START_TEST(test_set_protocol_mid_stream)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *a = rec_new();
+    rec_t *b = rec_new();
+    b->proto.data_received = NULL;
+    b->proto.get_buffer = r_get_buffer;
+    b->proto.buffer_updated = r_updated;
+    b->small_cap = 5;
+    b->made = 1; /* it takes over a made connection: no connection_made of its own */
+    a->switch_to = &b->proto;
+    int sv[2];
+    aev_transport_t *t = make_transport(loop, a, sv, fam);
+    b->t = t;
+    tu_write(sv[1], "first");
+    run_until(loop, (const int *)&a->got, 5);
+    ck_assert_uint_eq(a->got, 5);
+    ck_assert_ptr_eq(aev_transport_get_protocol(t), &b->proto);
+    tu_write(sv[1], "second-part");
+    double end = tu_now() + 5;
+    while (b->got < 11 && tu_now() < end)
+        tu_run_once(loop);
+    ck_assert_uint_eq(b->got, 11);
+    ck_assert_int_eq(memcmp(b->buf, "second-part", 11), 0);
+    ck_assert_uint_eq(b->max_chunk, 5);
+    ck_assert_uint_eq(a->got, 5);
+    ck_assert_int_eq(memcmp(a->buf, "first", 5), 0);
+    /* set_protocol(NULL) is ignored */
+    aev_transport_set_protocol(t, NULL);
+    ck_assert_ptr_eq(aev_transport_get_protocol(t), &b->proto);
+    shutdown(sv[1], SHUT_WR);
+    run_until(loop, &b->lost, 5);
+    ck_assert_int_eq(b->eofs, 1);
+    ck_assert_int_eq(b->lost_error, 0);
+    ck_assert_int_eq(a->eofs, 0);
+    ck_assert_int_eq(a->lost, 0);
+    close(sv[1]);
+    free(a);
+    free(b);
+    tu_loop_free(loop);
+}
+END_TEST
+
 static Suite *stream_core_suite(void)
 {
     Suite *s = suite_create("stream_core");
-    TU_ADD(s, test_order_data_eof_lost);
-    TU_ADD(s, test_half_open_after_eof);
-    TU_ADD(s, test_flow_control_marks);
-    TU_ADD(s, test_pause_resume_reading);
-    TU_ADD(s, test_write_eof_and_close_flush);
-    TU_ADD(s, test_abort_drops_buffer);
-    TU_ADD(s, test_raising_data_received_aborts);
-    TU_ADD(s, test_peer_reset);
-    TU_ADD(s, test_buffered_protocol_small_buffer);
-    TU_ADD(s, test_server_close_rules);
+    /* each transport test runs for 127.0.0.1, ::1 and a Unix socket (_i: TU_FAM_*) */
+    TU_ADD_LOOP(s, test_order_data_eof_lost, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_half_open_after_eof, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_flow_control_marks, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_pause_resume_reading, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_write_eof_and_close_flush, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_abort_drops_buffer, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_raising_data_received_aborts, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_peer_reset, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_buffered_protocol_small_buffer, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_server_close_rules, TU_FAM_COUNT);
     TU_ADD(s, test_server_bad_input);
-    TU_ADD(s, test_loop_close_loses_transports);
+    TU_ADD_LOOP(s, test_loop_close_loses_transports, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_close_while_writing_nothing_lost, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_write_after_write_eof_rejected, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_extra_info_names, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_set_protocol_mid_stream, TU_FAM_COUNT);
     return s;
 }
 
