@@ -350,7 +350,10 @@ static int connect_task(aev_future_t *self, void *arg)
     aev_getaddrinfo_options_t gai = {.family = j->opts.family, .type = SOCK_STREAM, .proto = j->opts.proto,
                                      .flags = j->opts.flags};
     aev_future_t *lookup = NULL, *local = NULL;
+    char detail[1100] = "";
     rc = aev_loop_getaddrinfo(loop, j->host, service, &gai, &lookup);
+    if (rc < 0) /* refused at once (bad family, ...): no future holds the reason */
+        snprintf(detail, sizeof detail, "%s", aev_error_detail());
     void *addrs = NULL, *laddrs = NULL;
     if (rc == 0)
         rc = aev_await(lookup, &addrs);
@@ -360,6 +363,8 @@ static int connect_task(aev_future_t *self, void *arg)
         aev_getaddrinfo_options_t lgai = gai;
         lgai.flags |= AI_PASSIVE;
         rc = aev_loop_getaddrinfo(loop, j->local_host, lservice, &lgai, &local);
+        if (rc < 0)
+            snprintf(detail, sizeof detail, "local_addr: %s", aev_error_detail());
         if (rc == 0)
             rc = aev_await(local, &laddrs);
     }
@@ -399,14 +404,14 @@ static int connect_task(aev_future_t *self, void *arg)
         }
     }
     free(order);
-    char detail[1100];
     const char *lookup_detail = NULL;
     if (rc < 0 && lookup && aev_future_done(lookup) && aev_future_error(lookup) < 0)
         lookup_detail = aev_future_error_detail(lookup);
     else if (rc < 0 && local && aev_future_done(local) && aev_future_error(local) < 0)
         lookup_detail = aev_future_error_detail(local);
-    if (lookup_detail)
+    if (lookup_detail) /* copied: the lookups are released below */
         snprintf(detail, sizeof detail, "%s", lookup_detail);
+    lookup_detail = detail[0] ? detail : NULL;
     aev_future_unref(lookup);
     aev_future_unref(local);
     if (rc == 0 && connected >= 0) {

@@ -65,6 +65,8 @@ aev_server_t *aev_server_ref(aev_server_t *s)
     return s;
 }
 
+void aev_server_unref(aev_server_t *s);
+
 static void wake_waiters(aev_server_t *s)
 {
     if (!s->closed || s->nconns > 0)
@@ -74,9 +76,14 @@ static void wake_waiters(aev_server_t *s)
             aev_future_set_result(s->waiters[i], NULL, NULL);
         aev_future_unref(s->waiters[i]);
     }
+    size_t n = s->nwaiters;
     free(s->waiters);
     s->waiters = NULL;
     s->nwaiters = 0;
+    /* each waiter held the server (asyncio's wait_closed keeps it alive): the last release
+     * may free it, so this is the caller's last use of s */
+    while (n-- > 0)
+        aev_server_unref(s);
 }
 
 static void stop_accepting(aev_server_t *s)
@@ -332,6 +339,7 @@ int aev_server_wait_closed(aev_server_t *s, aev_future_t **out)
     }
     s->waiters = w;
     s->waiters[s->nwaiters++] = aev_future_ref(*out);
+    s->refs++; /* released when the waiters are woken */
     return 0;
 }
 

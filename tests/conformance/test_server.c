@@ -808,17 +808,9 @@ static Suite *server_suite(void)
     TU_ADD_LOOP(s, test_create_connection_round_trip, TU_FAM_COUNT);
     TU_ADD(s, test_create_connection_bad_input);
     TU_ADD(s, test_create_server_bad_input);
-    /* Known core bugs: left out of the suite so that it stays green; they run (and fail) with
-     * AEV_TEST_KNOWN_BUGS=1 in the environment.
-     * BUG: wait_closed never completes once the server's last reference is gone.
-     * BUG: create_connection with a bad family fails with -EINVAL but no detail.
-     * BUG: create_connection reads a freed lookup's error detail (valgrind: invalid read). */
-    const char *known = getenv("AEV_TEST_KNOWN_BUGS");
-    if (known && *known && strcmp(known, "0") != 0) {
-        TU_ADD_LOOP(s, test_wait_closed_outlives_server_reference, TU_FAM_COUNT);
-        TU_ADD(s, test_create_connection_bad_family);
-        TU_ADD(s, test_create_connection_numeric_host_other_family);
-    }
+    TU_ADD_LOOP(s, test_wait_closed_outlives_server_reference, TU_FAM_COUNT);
+    TU_ADD(s, test_create_connection_bad_family);
+    TU_ADD(s, test_create_connection_numeric_host_other_family);
     return s;
 }
 
