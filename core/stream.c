@@ -452,8 +452,14 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     size_t skip = 0;
     if (t->wlen == t->woff && t->made) {
         /* nothing buffered: try the socket at once */
-        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t n = sendmsg(t->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* one buffer: send(2), which spares the kernel sendmsg's iovec import */
+        ssize_t n;
+        if (iovcnt == 1) {
+            n = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 socket_failed(t, "fatal write error on socket transport", -errno);
