@@ -6,8 +6,8 @@
  * times, as asyncio accepts up to backlog connections per event); EAGAIN leaves
  * the interest in place, a result completes the operation. An operation that
  * done() resubmits keeps its watcher, so a transport that reads or writes
- * continuously costs no epoll_ctl. Completion engines run operations natively;
- * the core hands them over in the proactor issue (io_op.h has the contract). */
+ * continuously costs no epoll_ctl. Completion engines run operations natively
+ * (io_op_completion.c); io_op.h has the contract both sides keep. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -73,10 +73,11 @@ int aev__op_submit(aev_loop_t *loop, aev__op_t *op)
 {
     if (op->active)
         return -EBUSY;
-    if (AEV__UNLIKELY(loop->poll->caps & AEV_POLL_CAP_COMPLETION)) {
-        aev__set_detail("the completion engine '%s' does not run transports yet",
-                        loop->poll_plugin ? loop->poll_plugin->desc->name : "?");
-        return AEV_ENOT_SUPPORTED;
+    if (AEV__UNLIKELY(AEV__OP_NATIVE(loop))) {
+        int rc = aev__op_completion_submit(loop, op);
+        if (rc == 0)
+            op->active = 1;
+        return rc;
     }
     int rc = op->opcode == AEV_OP_CONNECT
                  ? connect_start(loop, op)
@@ -91,6 +92,8 @@ int aev__op_cancel(aev_loop_t *loop, aev__op_t *op)
 {
     if (!op->active)
         return 0;
+    if (AEV__UNLIKELY(op->eop != NULL))
+        return aev__op_completion_cancel(loop, op); /* the final completion still comes */
     op->active = 0;
     if (op->opcode == AEV_OP_CONNECT && op->soon) { /* soon aliases buf: CONNECT only */
         aev_handle_cancel(op->soon);

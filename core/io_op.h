@@ -83,7 +83,16 @@ struct aev__op {
     uint8_t opcode; /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG, _ACCEPT, _CONNECT */
     uint8_t flags;  /* AEV__OP_* submit flags */
     uint8_t active; /* submitted, final completion not yet delivered */
+    void *eop;      /* completion engines: the engine operation in flight (io_op_completion.c) */
 };
+
+/* io_op_completion.c: the same on a completion engine (called by io_op.c and the loop) */
+int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op);
+int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op);
+void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev);
+void aev__op_completion_close(aev_loop_t *loop);
+/* Does loop run operations natively (a completion engine)? */
+#define AEV__OP_NATIVE(loop) (((loop)->poll->caps & AEV_POLL_CAP_COMPLETION) && (loop)->poll->submit)
 
 /* Starts op on loop's engine. 0, or a negative errno (nothing started, done never called;
  * -EBUSY if op is already active, AEV_EINVALID_STATE + detail if the fd already has another

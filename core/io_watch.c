@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io_op.h"
 #include "loop_internal.h"
 
 static int ensure_fd(aev_loop_t *loop, int fd)
@@ -170,8 +171,11 @@ static void drop_closed_fd(aev_loop_t *loop, int fd)
 
 void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev)
 {
-    if (AEV__UNLIKELY(ev->kind != AEV_POLL_EVENT_FD))
-        return; /* completions belong to the transports of a later issue */
+    if (AEV__UNLIKELY(ev->kind != AEV_POLL_EVENT_FD)) {
+        if (ev->kind == AEV_POLL_EVENT_COMPLETION && ev->op)
+            aev__op_completion_event(loop, ev);
+        return;
+    }
     int fd = ev->fd;
     if (AEV__UNLIKELY(fd < 0 || fd >= loop->fds_cap))
         return;

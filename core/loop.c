@@ -627,6 +627,7 @@ int aev_loop_close(aev_loop_t *loop)
     aev__ts_discard(loop);
     aev__servers_loop_close(loop);
     aev__streams_loop_close(loop);
+    aev__op_completion_close(loop);
     aev__io_close(loop);
     aev__sock_loop_close(loop);
     while (loop->ready_head != loop->ready_tail) {

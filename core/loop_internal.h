@@ -260,6 +260,7 @@ struct aev_loop {
     /* stream transports and servers (stream.c, server.c) */
     struct aev_transport *streams; /* open transports */
     struct aev_server *servers;
+    struct aev__completion *completion; /* completion engines: io_op_completion.c's state */
     void *stream_rbuf;             /* the read buffer the streams share (64 KiB) */
 
     /* error handling */

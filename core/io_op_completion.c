@@ -1,0 +1,352 @@
+/* libaev core - completion-style operations on a completion engine (io_uring).
+ *
+ * An active aev__op_t gets an engine operation (aev_poll_op_t, from a free list
+ * of the loop) that the engine runs natively; its completions come back from
+ * wait() as AEV_POLL_EVENT_COMPLETION events. The events of one wait() are run
+ * in order by one ready callback, so a completion reaches its owner at the same
+ * point of the iteration as a readiness event on a selector loop.
+ *
+ * Receives into the lent buffer (AEV__OP_SHARED_BUF) use the engine's provided
+ * buffer ring where it has one (AEV_POLL_CAP_BUFFER_RING): the kernel picks a
+ * buffer, the owner sees it during done(), and it goes back to the ring right
+ * after; multishot receive needs the ring. Without a ring each such receive
+ * gets a buffer of its own while it is in flight, and multishot is emulated by
+ * resubmitting after each completion (the same for accept without multishot).
+ *
+ * Cancelling an operation in flight asks the engine and answers 1: the final
+ * completion (possibly with data that raced the cancel) still reaches done(). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "io_op.h"
+#include "loop_internal.h"
+
+#define RING_GROUP 0
+#define RING_COUNT 256u
+#define RING_SIZE 16384u
+#define OWN_BUF_SIZE 16384u
+#define EOP_CHUNK 64
+
+/* An engine operation and what the core keeps with it. */
+typedef struct eop {
+    aev_poll_op_t op;      /* handed to the engine; core_data is the aev__op_t (NULL: orphaned) */
+    struct msghdr msg;     /* SEND with several buffers */
+    struct iovec iov;      /* RECVMSG into a lent buffer */
+    void *own_buf;         /* the buffer of a lent-buffer receive without a ring */
+    uint8_t multishot;     /* the engine runs it multishot */
+    uint8_t cancelling;
+    struct eop *next_free;
+} eop_t;
+
+typedef struct aev__completion {
+    eop_t *free;
+    void **chunks;
+    size_t nchunks;
+    void *ring_base; /* the provided buffers, or NULL */
+    aev_poll_event_t *batch; /* completions of the last wait(), run by run_batch */
+    int batch_len, batch_cap;
+    int batch_queued;
+} aev__completion_t;
+
+/* Can the core give buffers back to the engine's ring? */
+static int ring_supported(aev_loop_t *loop)
+{
+    (void)loop;
+    return 0; /* TODO(issue 5): with the engine's buffer-return call */
+}
+
+static aev__completion_t *completion_state(aev_loop_t *loop)
+{
+    if (loop->completion)
+        return loop->completion;
+    aev__completion_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    const aev_poll_ops_t *ops = loop->poll;
+    if ((ops->caps & AEV_POLL_CAP_BUFFER_RING) && ops->provide_buffers && ring_supported(loop)) {
+        void *base = malloc((size_t)RING_COUNT * RING_SIZE);
+        if (base && ops->provide_buffers(loop->backend, RING_GROUP, base, RING_SIZE, RING_COUNT) == 0)
+            c->ring_base = base;
+        else
+            free(base);
+    }
+    loop->completion = c;
+    return c;
+}
+
+static eop_t *eop_get(aev__completion_t *c)
+{
+    if (!c->free) {
+        eop_t *chunk = calloc(EOP_CHUNK, sizeof *chunk);
+        void **chunks = chunk ? realloc(c->chunks, (c->nchunks + 1) * sizeof *chunks) : NULL;
+        if (!chunks) {
+            free(chunk);
+            return NULL;
+        }
+        c->chunks = chunks;
+        c->chunks[c->nchunks++] = chunk;
+        for (int i = 0; i < EOP_CHUNK; i++) {
+            chunk[i].next_free = c->free;
+            c->free = &chunk[i];
+        }
+    }
+    eop_t *e = c->free;
+    c->free = e->next_free;
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+static void eop_put(aev__completion_t *c, eop_t *e)
+{
+    free(e->own_buf);
+    e->own_buf = NULL;
+    e->next_free = c->free;
+    c->free = e;
+}
+
+/* Fills e from op and hands it to the engine. */
+static int eop_start(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_t *e)
+{
+    aev_poll_op_t *p = &e->op;
+    uint32_t caps = loop->poll->caps;
+    int shared = (op->flags & AEV__OP_SHARED_BUF) != 0;
+    p->opcode = op->opcode;
+    p->fd = op->fd;
+    p->fd_out = -1;
+    p->offset = -1;
+    p->core_data = op;
+    switch (op->opcode) {
+    case AEV_OP_RECV:
+    case AEV_OP_READV:
+    case AEV_OP_RECVMSG:
+        if (shared && c->ring_base) {
+            p->flags |= AEV_OP_F_BUFFER_SELECT;
+            p->buf_group = RING_GROUP;
+            p->len = RING_SIZE;
+            if ((op->flags & AEV__OP_MULTISHOT) && (caps & AEV_POLL_CAP_MULTISHOT) &&
+                op->opcode != AEV_OP_READV) {
+                p->flags |= AEV_OP_F_MULTISHOT;
+                e->multishot = 1;
+            }
+        } else if (shared) {
+            if (!(e->own_buf = malloc(OWN_BUF_SIZE)))
+                return -ENOMEM;
+            p->buf = e->own_buf;
+            p->len = OWN_BUF_SIZE;
+        } else {
+            p->buf = op->buf;
+            p->len = op->len;
+        }
+        if (op->opcode == AEV_OP_READV) { /* read(2) at the current position */
+            if (!p->buf && op->iovcnt > 0) {
+                p->iov = op->iov;
+                p->iovcnt = (unsigned)op->iovcnt;
+            }
+        }
+        if (op->opcode == AEV_OP_RECVMSG) {
+            /* no multishot recvmsg (its output format differs); a lent-buffer receive points
+             * the owner's msghdr at the ring's buffer size or at its own buffer */
+            p->flags &= ~AEV_OP_F_MULTISHOT;
+            e->multishot = 0;
+            p->msg = op->msg;
+            if (shared) {
+                e->iov.iov_base = p->buf;
+                e->iov.iov_len = p->len;
+                op->msg->msg_iov = &e->iov;
+                op->msg->msg_iovlen = 1;
+            }
+        }
+        break;
+    case AEV_OP_SEND:
+        p->msg_flags = MSG_NOSIGNAL;
+        if (op->iovcnt > 0) {
+            e->msg.msg_iov = (struct iovec *)op->iov;
+            e->msg.msg_iovlen = (size_t)op->iovcnt;
+            p->opcode = AEV_OP_SENDMSG;
+            p->msg = &e->msg;
+        } else {
+            p->buf = op->buf;
+            p->len = op->len;
+        }
+        break;
+    case AEV_OP_WRITEV:
+        if (op->iovcnt > 0) {
+            p->iov = op->iov;
+            p->iovcnt = (unsigned)op->iovcnt;
+        } else {
+            p->buf = op->buf;
+            p->len = op->len;
+        }
+        break;
+    case AEV_OP_SENDMSG:
+        p->msg = op->msg;
+        p->msg_flags = MSG_NOSIGNAL;
+        break;
+    case AEV_OP_ACCEPT:
+        p->sock_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+        if ((op->flags & AEV__OP_MULTISHOT) && (caps & AEV_POLL_CAP_MULTISHOT)) {
+            p->flags |= AEV_OP_F_MULTISHOT;
+            e->multishot = 1;
+        }
+        break;
+    case AEV_OP_CONNECT:
+        p->addr = (struct sockaddr *)op->addr;
+        p->addrlen = op->addrlen;
+        break;
+    default:
+        return -EINVAL;
+    }
+    return loop->poll->submit(loop->backend, p);
+}
+
+int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op)
+{
+    aev__completion_t *c = completion_state(loop);
+    if (!c)
+        return -ENOMEM;
+    if (op->prepare) {
+        int rc = op->prepare(op);
+        if (rc < 0)
+            return rc;
+    }
+    eop_t *e = eop_get(c);
+    if (!e)
+        return -ENOMEM;
+    int rc = eop_start(loop, c, op, e);
+    if (rc < 0) {
+        eop_put(c, e);
+        return rc;
+    }
+    op->eop = e;
+    return 0;
+}
+
+int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op)
+{
+    eop_t *e = op->eop;
+    if (!e)
+        return 0;
+    if (!e->cancelling) {
+        e->cancelling = 1;
+        (void)loop->poll->cancel(loop->backend, &e->op);
+    }
+    return 1;
+}
+
+/* Gives a provided buffer back to the ring once its owner read it. */
+static void ring_recycle(aev_loop_t *loop, uint32_t id)
+{
+    /* TODO(issue 5): the engine's buffer-return call, appended to the poll ops ABI with the
+     * io_uring plugin; until then no engine offers AEV_POLL_CAP_BUFFER_RING to the core */
+    (void)loop;
+    (void)id;
+}
+
+/* One completion, in order. */
+static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event_t *ev)
+{
+    eop_t *e = (eop_t *)ev->op;
+    aev__op_t *op = e->op.core_data;
+    int more = (ev->flags & AEV_OP_CQE_MORE) != 0;
+    void *ring_buf = NULL;
+    if (ev->flags & AEV_OP_CQE_BUFFER)
+        ring_buf = (char *)c->ring_base + (size_t)ev->buffer_id * RING_SIZE;
+    int result = ev->result;
+    if (op && op->active && !e->cancelling && result == -ENOBUFS && (e->op.flags & AEV_OP_F_BUFFER_SELECT)) {
+        /* the ring ran dry: a multishot receive ended; start it again (the owner never sees
+         * it) once this batch gave its buffers back */
+        if (!more) {
+            op->eop = NULL;
+            eop_put(c, e);
+            op->active = 0;
+            if (aev__op_completion_submit(loop, op) == 0)
+                op->active = 1;
+            else
+                op->done(op, -ENOBUFS, 0);
+        }
+        return;
+    }
+    if (op) {
+        if (op->flags & AEV__OP_SHARED_BUF)
+            op->data = ring_buf ? ring_buf : e->own_buf;
+        int emulated_more = !more && !e->multishot && !e->cancelling && (op->flags & AEV__OP_MULTISHOT) &&
+                            (result > 0 || (result >= 0 && op->opcode == AEV_OP_ACCEPT));
+        if (!more) {
+            op->eop = NULL;
+            op->active = 0;
+        }
+        void *own = !more ? e->own_buf : NULL;
+        if (!more)
+            e->own_buf = NULL; /* kept until done() has read it */
+        if (emulated_more)
+            op->active = 1; /* resubmitted below unless done() cancels it */
+        op->done(op, result, (more || emulated_more) ? AEV__OP_MORE : 0);
+        if (emulated_more && op->active && !op->eop) {
+            op->active = 0;
+            if (aev__op_completion_submit(loop, op) == 0)
+                op->active = 1;
+        }
+        free(own);
+    }
+    if (ring_buf)
+        ring_recycle(loop, ev->buffer_id);
+    if (!more && (!op || op->eop != (void *)e))
+        eop_put(c, e);
+}
+
+static int run_batch(aev_loop_t *loop, void *arg)
+{
+    (void)arg;
+    aev__completion_t *c = loop->completion;
+    c->batch_queued = 0;
+    /* completions of a wait() that runs while this batch runs go to a fresh batch */
+    int n = c->batch_len;
+    aev_poll_event_t local[64];
+    aev_poll_event_t *evs = n <= 64 ? local : malloc((size_t)n * sizeof *evs);
+    if (!evs)
+        evs = c->batch, n = c->batch_len; /* no memory: run in place */
+    else
+        memcpy(evs, c->batch, (size_t)n * sizeof *evs);
+    c->batch_len = 0;
+    for (int i = 0; i < n; i++)
+        run_one(loop, c, &evs[i]);
+    if (evs != local && evs != c->batch)
+        free(evs);
+    return 0;
+}
+
+void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev)
+{
+    aev__completion_t *c = completion_state(loop);
+    if (!c)
+        return;
+    if (c->batch_len == c->batch_cap) {
+        int cap = c->batch_cap ? c->batch_cap * 2 : 64;
+        aev_poll_event_t *b = realloc(c->batch, (size_t)cap * sizeof *b);
+        if (!b)
+            return; /* cannot happen short of memory; the op stays active */
+        c->batch = b;
+        c->batch_cap = cap;
+    }
+    c->batch[c->batch_len++] = *ev;
+    if (!c->batch_queued && aev__ready_push_plain(loop, run_batch, NULL) == 0)
+        c->batch_queued = 1;
+}
+
+void aev__op_completion_close(aev_loop_t *loop)
+{
+    aev__completion_t *c = loop->completion;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nchunks; i++)
+        free(c->chunks[i]);
+    free(c->chunks);
+    if (c->ring_base && loop->poll->provide_buffers)
+        loop->poll->provide_buffers(loop->backend, RING_GROUP, NULL, 0, 0);
+    free(c->ring_base);
+    free(c->batch);
+    free(c);
+    loop->completion = NULL;
+}
