@@ -626,6 +626,7 @@ int aev_loop_close(aev_loop_t *loop)
     pthread_mutex_unlock(&loop->ts_lock);
     aev__ts_discard(loop);
     aev__servers_loop_close(loop);
+    aev__datagrams_loop_close(loop);
     aev__streams_loop_close(loop);
     aev__op_completion_close(loop);
     aev__io_close(loop);

@@ -262,6 +262,7 @@ struct aev_loop {
     struct aev_server *servers;
     struct aev__completion *completion; /* completion engines: io_op_completion.c's state */
     void *stream_rbuf;             /* the read buffer the streams share (64 KiB) */
+    struct aev_datagram_transport *datagrams; /* open datagram transports (datagram.c) */
 
     /* error handling */
     aev_exception_handler_fn exc_handler;
@@ -390,6 +391,7 @@ void aev__loop_run_end(aev_loop_t *loop);
 int aev__future_trampoline(aev_loop_t *loop, void *arg);
 void aev__tasks_loop_free(aev_loop_t *loop); /* stacks and task state at destroy */
 void aev__signal_close(aev_loop_t *loop); /* gives back the loop's signals (while still open) */
+void aev__datagrams_loop_close(aev_loop_t *loop); /* open datagram endpoints: connection_lost now */
 
 /* executors (core/executor.c) */
 typedef struct aev__exec_link aev__exec_link_t;

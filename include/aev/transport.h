@@ -226,6 +226,160 @@ int aev_server_wait_closed(aev_server_t *s, aev_future_t **out);
 /** Returns the number of listening sockets; up to cap of their fds go to fds (sockets). */
 size_t aev_server_sockets(const aev_server_t *s, int *fds, size_t cap);
 
+/* ---- datagrams ----------------------------------------------------------------------- */
+
+/* Datagram endpoints (asyncio's loop.create_datagram_endpoint, DatagramTransport and
+ * DatagramProtocol) over UDP (AF_INET, AF_INET6) and Unix datagram sockets (AF_UNIX).
+ *
+ * A datagram transport is a type of its own, aev_datagram_transport_t, with its own
+ * functions (aev_datagram_transport_*), and its protocol is an aev_datagram_protocol_t:
+ * a datagram endpoint has no byte stream to write into or end (write, write_eof,
+ * eof_received, get_buffer do not apply), and its protocol receives whole datagrams with
+ * their sender's address, so the stream types are not reused.
+ *
+ * Order of calls, as asyncio: connection_made first, then any number of datagram_received
+ * and error_received, and connection_lost last, exactly once; after it the transport never
+ * touches the protocol again (connection_lost may free it).
+ *
+ * Errors of the socket do not end the endpoint (asyncio's error_received): a receive or a
+ * send that fails (-ECONNREFUSED when a connected UDP endpoint's peer answered an earlier
+ * datagram with "port unreachable", -EMSGSIZE, ...) is given to error_received and the
+ * transport stays open. Only errors of the loop itself (no memory, a socket that cannot be
+ * watched) are fatal: reported to the exception handler, then connection_lost(error).
+ *
+ * Protocol callbacks return 0 or a negative code ("raised"): connection_made raising is
+ * reported to the exception handler and aborts the transport (the endpoint's future fails
+ * with that code), as for streams; datagram_received, error_received, pause_writing and
+ * resume_writing raising are reported and the transport stays open, as asyncio's datagram
+ * transport leaves it. The exception context has has_socket/socket set; its protocol and
+ * transport members are for stream transports and stay NULL.
+ *
+ * Lifetime: the loop owns the transport from connection_made until connection_lost has
+ * returned (aev_datagram_transport_ref/unref keep it longer). When the loop closes, open
+ * endpoints are closed and their protocols get connection_lost(AEV_ECLOSED).
+ */
+typedef struct aev_datagram_transport aev_datagram_transport_t;
+typedef struct aev_datagram_protocol aev_datagram_protocol_t;
+
+/* A datagram protocol: set the callbacks it handles, leave the others NULL. */
+struct aev_datagram_protocol {
+    void *userdata;
+    /* BaseProtocol */
+    int (*connection_made)(aev_datagram_protocol_t *p, aev_datagram_transport_t *t);
+    /* error: 0 after close/abort, AEV_ECLOSED at loop close, or the fatal error */
+    int (*connection_lost)(aev_datagram_protocol_t *p, int error);
+    int (*pause_writing)(aev_datagram_protocol_t *p);
+    int (*resume_writing)(aev_datagram_protocol_t *p);
+    /* DatagramProtocol: one whole datagram (len may be 0), valid only during the call. addr
+     * is the sender's address (addrlen bytes), or NULL and 0 for an unnamed Unix socket. */
+    int (*datagram_received)(aev_datagram_protocol_t *p, const void *data, size_t len,
+                             const struct sockaddr *addr, socklen_t addrlen);
+    /* a send or receive failed (a negative errno); the transport stays open */
+    int (*error_received)(aev_datagram_protocol_t *p, int error);
+};
+
+/** Makes the protocol of a new endpoint (protocol_factory); NULL refuses it (-ENOMEM). */
+typedef aev_datagram_protocol_t *(*aev_datagram_protocol_factory_fn)(void *userdata);
+
+/* Options of create_datagram_endpoint; zero means the spec's default. Ports are used only
+ * with their host; a port without its host is -EINVAL. */
+typedef struct aev_datagram_options {
+    const char *local_host;  /* local_addr: bind to local_host:local_port ("" : every
+                                interface, the wildcard address); NULL: no bind */
+    int local_port;          /* 0: a free port */
+    const char *remote_host; /* remote_addr: connect to remote_host:remote_port (the default
+                                destination of sendto); NULL: none */
+    int remote_port;
+    const char *local_path;  /* AF_UNIX: bind to this path ("@name": abstract namespace); a
+                                stale socket file there is removed first */
+    const char *remote_path; /* AF_UNIX: connect to this path */
+    int family;              /* AF_UNSPEC (from the addresses), AF_INET, AF_INET6, AF_UNIX; with
+                                no address at all it must be given (an unbound socket) */
+    int proto;               /* getaddrinfo protocol / socket protocol */
+    int flags;               /* getaddrinfo flags */
+    int reuse_address;       /* must stay 0: refused (-EINVAL) as asyncio 3.8.1+ refuses it, since
+                                SO_REUSEADDR lets other users' UDP sockets take the datagrams */
+    int reuse_port;          /* 1: SO_REUSEPORT (AF_INET/AF_INET6 only) */
+    int allow_broadcast;     /* 1: SO_BROADCAST; the remote address is then not connect()ed,
+                                only used as sendto's default destination (asyncio) */
+    int use_sock;            /* 1: use sock, an existing datagram socket, instead of addresses */
+    int sock;
+} aev_datagram_options_t;
+
+/** Creates a datagram endpoint (create_datagram_endpoint). Host names are resolved with
+ *  aev_loop_getaddrinfo (SOCK_DGRAM, opts' family/proto/flags); for each (family, protocol)
+ *  having both a local and a remote address (as far as they were asked for), in the order
+ *  getaddrinfo gave them, a socket is opened, given its options, bound and connected, until
+ *  one succeeds (else the first error, the detail naming every attempt). The future (a
+ *  task: cancel it to give up) is done once connection_made has run; its value is the
+ *  aev_datagram_transport_t *, held by the future. Bad input is refused at once with -EINVAL
+ *  and a detail, and nothing is opened: reuse_address, a port outside 0-65535, a port
+ *  without its host, an unknown family, no address and no family, hosts with AF_UNIX or
+ *  paths with another family, reuse_port on AF_UNIX, use_sock with any address or socket
+ *  option (family, proto, flags, reuse_port, allow_broadcast), a sock that is not a datagram
+ *  socket. With use_sock the endpoint owns sock once this returned 0 (it is closed with the
+ *  transport, or if the future fails); on an error returned here it stays the caller's. */
+int aev_loop_create_datagram_endpoint(aev_loop_t *loop, aev_datagram_protocol_factory_fn factory,
+                                      void *userdata, const aev_datagram_options_t *opts,
+                                      aev_future_t **out);
+
+/** Sends one datagram (sendto): data (len bytes, 0 allowed) to addr, or with addr NULL to
+ *  the remote address (remote_addr, or the peer of a connected sock). Tried at once; when
+ *  the socket would block, the datagram is copied into the write buffer and sent later,
+ *  whole and in order. Returns 0 also when the send failed: that error goes to
+ *  error_received, as asyncio. -EINVAL: addr differs from the remote address (asyncio's
+ *  "Invalid address"), a bad addrlen, NULL data with len > 0; -EDESTADDRREQ: addr NULL and no
+ *  remote address; AEV_EINVALID_STATE once closing. */
+int aev_datagram_transport_sendto(aev_datagram_transport_t *t, const void *data, size_t len,
+                                  const struct sockaddr *addr, socklen_t addrlen);
+
+/** Closes once the buffered datagrams are sent; connection_lost(0) follows (close). */
+void aev_datagram_transport_close(aev_datagram_transport_t *t);
+/** Closes at once, dropping the buffered datagrams; connection_lost(0) follows (abort). */
+void aev_datagram_transport_abort(aev_datagram_transport_t *t);
+/** Returns 1 once the transport is closing or closed (is_closing). */
+int aev_datagram_transport_is_closing(const aev_datagram_transport_t *t);
+
+/** Stops delivering datagrams until resume_reading (pause_reading); they wait in the
+ *  socket's receive queue. Idempotent. */
+void aev_datagram_transport_pause_reading(aev_datagram_transport_t *t);
+/** Resumes delivering datagrams (resume_reading). Idempotent. */
+void aev_datagram_transport_resume_reading(aev_datagram_transport_t *t);
+/** Returns 1 while the transport reads (is_reading). */
+int aev_datagram_transport_is_reading(const aev_datagram_transport_t *t);
+
+/** Sets the write-buffer marks: pause_writing above high, resume_writing at low or below;
+ *  -1 for a default (high 64 KiB, low high / 4). -EINVAL if low > high. */
+int aev_datagram_transport_set_write_buffer_limits(aev_datagram_transport_t *t, long high, long low);
+/** Reads the marks (either pointer may be NULL). */
+void aev_datagram_transport_get_write_buffer_limits(const aev_datagram_transport_t *t, size_t *low,
+                                                    size_t *high);
+/** Returns the size of the write buffer: each buffered datagram's bytes plus 8 (its UDP
+ *  header), as asyncio 3.13 counts (get_write_buffer_size). */
+size_t aev_datagram_transport_get_write_buffer_size(const aev_datagram_transport_t *t);
+
+/** Replaces the protocol (set_protocol); the old one gets no more calls. */
+void aev_datagram_transport_set_protocol(aev_datagram_transport_t *t, aev_datagram_protocol_t *p);
+/** Returns the protocol (get_protocol). */
+aev_datagram_protocol_t *aev_datagram_transport_get_protocol(const aev_datagram_transport_t *t);
+/** Returns the loop of the transport. */
+aev_loop_t *aev_datagram_transport_get_loop(const aev_datagram_transport_t *t);
+
+/** get_extra_info('socket'): the file descriptor (still the transport's), or -1 after close. */
+int aev_datagram_transport_get_fd(const aev_datagram_transport_t *t);
+/** get_extra_info('peername'): 0 and the connected peer's address, or a negative error
+ *  (-ENOTCONN: not connected: no remote address, or allow_broadcast). *len is in/out. */
+int aev_datagram_transport_get_peername(const aev_datagram_transport_t *t, struct sockaddr *addr,
+                                        socklen_t *len);
+/** get_extra_info('sockname'). */
+int aev_datagram_transport_get_sockname(const aev_datagram_transport_t *t, struct sockaddr *addr,
+                                        socklen_t *len);
+
+/** Adds a reference, so that the transport outlives its connection_lost. */
+aev_datagram_transport_t *aev_datagram_transport_ref(aev_datagram_transport_t *t);
+/** Releases a reference taken with aev_datagram_transport_ref(). */
+void aev_datagram_transport_unref(aev_datagram_transport_t *t);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif
