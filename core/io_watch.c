@@ -87,13 +87,9 @@ static int add_watcher(aev_loop_t *loop, int fd, uint32_t which, const aev_call_
     return 0;
 }
 
-static int remove_watcher(aev_loop_t *loop, int fd, uint32_t which)
+/* Drops fd's watcher of one direction (the core's own callers: also while the loop closes). */
+static int remove_watcher_now(aev_loop_t *loop, int fd, uint32_t which)
 {
-    if (!loop)
-        return -EINVAL;
-    int rc = aev__check_usable(loop);
-    if (rc < 0)
-        return rc == AEV_ECLOSED ? 0 : rc;
     if (fd < 0 || fd >= loop->fds_cap)
         return 0;
     aev__fd_watch_t *w = &loop->fds[fd];
@@ -110,6 +106,16 @@ static int remove_watcher(aev_loop_t *loop, int fd, uint32_t which)
     aev_handle_cancel(h);
     aev__handle_unref_fast(h);
     return 1;
+}
+
+static int remove_watcher(aev_loop_t *loop, int fd, uint32_t which)
+{
+    if (!loop)
+        return -EINVAL;
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc == AEV_ECLOSED ? 0 : rc;
+    return remove_watcher_now(loop, fd, which);
 }
 
 int aev_loop_add_reader(aev_loop_t *loop, int fd, aev_callback_fn cb, void *arg)
@@ -152,9 +158,9 @@ static void drop_closed_fd(aev_loop_t *loop, int fd)
         aev_handle_ref(h);
     uint32_t had = w->events;
     if (w->reader)
-        remove_watcher(loop, fd, AEV_POLL_IN);
+        remove_watcher_now(loop, fd, AEV_POLL_IN);
     if (w->writer)
-        remove_watcher(loop, fd, AEV_POLL_OUT);
+        remove_watcher_now(loop, fd, AEV_POLL_OUT);
     if (had) {
         aev_exception_context_t ctx = {
             .message = "file descriptor was closed while the loop was watching it; watcher removed",
@@ -188,7 +194,7 @@ void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev)
     if ((e & (AEV_POLL_IN | AEV_POLL_ERR | AEV_POLL_HUP)) && w->reader) {
         aev_handle_t *h = w->reader;
         if (h->flags & AEV__H_CANCELLED) {
-            remove_watcher(loop, fd, AEV_POLL_IN);
+            remove_watcher_now(loop, fd, AEV_POLL_IN);
         } else if (aev__ready_push(loop, h) == 0) {
             h->refs++;
         }
@@ -196,7 +202,7 @@ void aev__io_process(aev_loop_t *loop, const aev_poll_event_t *ev)
     if ((e & (AEV_POLL_OUT | AEV_POLL_ERR | AEV_POLL_HUP)) && w->writer) {
         aev_handle_t *h = w->writer;
         if (h->flags & AEV__H_CANCELLED) {
-            remove_watcher(loop, fd, AEV_POLL_OUT);
+            remove_watcher_now(loop, fd, AEV_POLL_OUT);
         } else if (aev__ready_push(loop, h) == 0) {
             h->refs++;
         }
@@ -271,5 +277,5 @@ int aev__io_owns(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, v
 void aev__io_unwatch_owned(aev_loop_t *loop, int fd, uint32_t which, aev_callback_fn cb, void *arg)
 {
     if (aev__io_owns(loop, fd, which, cb, arg))
-        remove_watcher(loop, fd, which);
+        remove_watcher_now(loop, fd, which);
 }
