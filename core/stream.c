@@ -87,6 +87,8 @@ static int call_connection_lost(aev_loop_t *loop, void *arg)
 {
     (void)loop;
     aev_transport_t *t = arg;
+    if (t->sendfile)
+        aev__sendfile_lost(t); /* stops a sendfile before its socket closes */
     if (t->fd >= 0) {
         stream_ops_cancel(t);
         close(t->fd);
@@ -399,6 +401,8 @@ static void write_drained(aev_transport_t *t)
         t->eof_sent = 1;
         (void)shutdown(t->fd, SHUT_WR);
     }
+    if (t->sendfile)
+        aev__sendfile_wake(t);
 }
 
 /* The send operation's bytes: whatever the buffer holds now. */
@@ -443,6 +447,8 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     }
     if (t->lost || t->closing)
         return t->conn_error ? t->conn_error : AEV_EINVALID_STATE;
+    if (AEV__UNLIKELY(t->sendfile != NULL) && aev__sendfile_write_refused(t) < 0)
+        return AEV_EINVALID_STATE;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -528,6 +534,8 @@ void aev_transport_close(aev_transport_t *t)
         return;
     t->closing = 1;
     (void)aev__op_cancel(t->loop, &t->rop);
+    if (t->sendfile)
+        aev__sendfile_wake(t);
     if (t->wlen == t->woff)
         schedule_connection_lost(t);
     /* else: connection_lost once the buffer drained (write_drained) */

@@ -33,6 +33,7 @@ struct aev_transport {
     size_t high, low;       /* write-buffer marks */
     aev__op_t rop;          /* the receive (multishot while reading) */
     aev__op_t wop;          /* the send of the buffered bytes, while any wait */
+    struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
 };
 
 /* A transport over a connected stream socket (owned from now on, also on failure: the
@@ -48,6 +49,14 @@ void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
 /* Fills a Unix socket address from path ("@name": the abstract namespace). -EINVAL + detail. */
 struct sockaddr_un;
 int aev__unix_address(const char *path, struct sockaddr_un *un, socklen_t *len);
+
+/* loop.sendfile's hooks (core/sendfile.c), called only while t->sendfile is set: a write
+ * refused while sendfile(2) owns the socket (AEV_EINVALID_STATE + detail, else 0); the write
+ * buffer drained or close() was called (the transfer looks again); the connection lost
+ * (before the socket is closed; detaches t->sendfile). */
+int aev__sendfile_write_refused(aev_transport_t *t);
+void aev__sendfile_wake(aev_transport_t *t);
+void aev__sendfile_lost(aev_transport_t *t);
 
 /* loop close: transports get connection_lost(AEV_ECLOSED) now; servers are closed */
 void aev__streams_loop_close(aev_loop_t *loop);

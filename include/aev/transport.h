@@ -24,6 +24,7 @@
 #define AEV_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -379,6 +380,24 @@ int aev_datagram_transport_get_sockname(const aev_datagram_transport_t *t, struc
 aev_datagram_transport_t *aev_datagram_transport_ref(aev_datagram_transport_t *t);
 /** Releases a reference taken with aev_datagram_transport_ref(). */
 void aev_datagram_transport_unref(aev_datagram_transport_t *t);
+/* ---- sending files ---------------------------------------------------------------------- */
+
+/** Sends count bytes (0: up to the end of the file) of the regular file file_fd, from offset,
+ *  over the transport (loop.sendfile). The future is a task (cancel it to stop); its value is
+ *  the number of bytes sent, an intptr_t in the void * (read it with aev_future_result()).
+ *  Bytes written to the transport before arrive first: the write buffer drains before the
+ *  file goes. On a stream transport the file goes with sendfile(2) (reading paused meanwhile;
+ *  aev_transport_write() is refused with AEV_EINVALID_STATE until the future is done); where
+ *  that is impossible and fallback is 1, it is read with pread() and written to the transport
+ *  with its flow control, the future being done once the write buffer drained; with fallback
+ *  0 the future fails with AEV_ESENDFILE_NOT_AVAILABLE. When the future is done, the file's
+ *  position is offset + bytes sent, however it ended. Keep file_fd open until then.
+ *  Refused at once (*out NULL, with a detail): a closing transport or one already sending a
+ *  file (AEV_EINVALID_STATE); a directory (-EISDIR), a file that is not regular or a negative
+ *  offset or count (-EINVAL), a file not open for reading (-EBADF). A transport closed
+ *  meanwhile fails the future with the connection's error (-ECONNABORTED if none). */
+int aev_loop_sendfile(aev_loop_t *loop, aev_transport_t *t, int file_fd, int64_t offset, int64_t count,
+                      int fallback, aev_future_t **out);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
