@@ -9,6 +9,8 @@
  * continuously costs no epoll_ctl. Completion engines run operations natively
  * (io_op_completion.c); io_op.h has the contract both sides keep. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -105,6 +107,31 @@ int aev__op_cancel(aev_loop_t *loop, aev__op_t *op)
     return 0;
 }
 
+ssize_t aev__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    int blocked_here = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0 && !sigismember(&old, SIGPIPE);
+    ssize_t n;
+    do
+        n = writev(fd, iov, iovcnt);
+    while (n < 0 && errno == EINTR);
+    int err = errno;
+    if (blocked_here) {
+        if (n < 0 && err == EPIPE) {
+            /* the write raised SIGPIPE for this thread, where it is pending now: take it
+             * back before the mask lets it through (with SIGPIPE ignored nothing is pending) */
+            const struct timespec zero = {0, 0};
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    errno = err;
+    return n;
+}
+
 /* One syscall for op: its result, or -EAGAIN when the fd is not ready after all. */
 static int op_syscall(aev_loop_t *loop, aev__op_t *op)
 {
@@ -148,7 +175,13 @@ static int op_syscall(aev_loop_t *loop, aev__op_t *op)
             }
             break;
         case AEV_OP_WRITEV:
-            n = op->iovcnt > 0 ? writev(op->fd, op->iov, op->iovcnt) : write(op->fd, buf, len);
+            if (op->flags & AEV__OP_NOSIGPIPE) {
+                struct iovec v = {.iov_base = buf, .iov_len = len};
+                n = op->iovcnt > 0 ? aev__writev_nosigpipe(op->fd, op->iov, op->iovcnt)
+                                   : aev__writev_nosigpipe(op->fd, &v, 1);
+            } else {
+                n = op->iovcnt > 0 ? writev(op->fd, op->iov, op->iovcnt) : write(op->fd, buf, len);
+            }
             break;
         case AEV_OP_SENDMSG:
             n = sendmsg(op->fd, op->msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -158,6 +191,8 @@ static int op_syscall(aev_loop_t *loop, aev__op_t *op)
             if (n < 0 && (errno == ECONNABORTED || errno == EPROTO))
                 continue; /* the peer gave up before we accepted: try the next one */
             break;
+        case AEV_OP_POLL:
+            return 0; /* readiness was the question: no syscall */
         case AEV_OP_CONNECT: {
             int err = 0;
             socklen_t elen = sizeof err;

@@ -30,12 +30,18 @@
  *    has returned, so owners free ops from a later callback, not from done().
  *  - aev__op_cancel() returns 0 when the op is finished now (no completion will
  *    come), 1 when a final completion (often -ECANCELED) is still to come.
+ *
+ * AEV_OP_POLL moves no bytes: it completes (result 0) once the fd is readable or
+ * reports an error or hang-up, as the engines' POLLIN|POLLERR|POLLHUP (io_uring:
+ * IORING_OP_POLL_ADD). Pipe transports use it where asyncio keeps a reader on
+ * a write pipe to learn that the other end went away.
  */
 #ifndef AEV_IO_OP_H
 #define AEV_IO_OP_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -49,6 +55,8 @@ typedef struct aev__op aev__op_t;
 /* submit flags (op->flags) */
 #define AEV__OP_MULTISHOT 0x01u  /* RECV/READV/RECVMSG/ACCEPT: complete until cancelled or error */
 #define AEV__OP_SHARED_BUF 0x02u /* RECV/READV/RECVMSG: receive into a buffer the loop lends */
+#define AEV__OP_NOSIGPIPE 0x04u  /* WRITEV: a reader gone is -EPIPE, never SIGPIPE (pipes have
+                                    no MSG_NOSIGNAL; see aev__writev_nosigpipe) */
 
 typedef void (*aev__op_done_fn)(aev__op_t *op, int result, unsigned flags);
 /* 0, or a negative errno that completes the op with that error instead of a syscall. */
@@ -80,7 +88,8 @@ struct aev__op {
         };
     };
     int fd;
-    uint8_t opcode; /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG, _ACCEPT, _CONNECT */
+    uint8_t opcode; /* AEV_OP_RECV, _SEND, _READV, _WRITEV, _RECVMSG, _SENDMSG, _ACCEPT, _CONNECT,
+                       _POLL */
     uint8_t flags;  /* AEV__OP_* submit flags */
     uint8_t active; /* submitted, final completion not yet delivered */
     void *eop;      /* completion engines: the engine operation in flight (io_op_completion.c) */
@@ -108,6 +117,11 @@ static inline int aev__op_active(const aev__op_t *op)
 {
     return op->active;
 }
+
+/* writev(2) for a pipe whose reader may be gone: -1/EPIPE as usual, but no SIGPIPE reaches
+ * the process (SIGPIPE is blocked in the calling thread around the call, and the one the call
+ * raised is taken back), as MSG_NOSIGNAL does for sockets. */
+ssize_t aev__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
 
 /* The loop's shared read buffer (64 KiB, allocated on first use), or NULL. */
 void *aev__op_shared_buffer(aev_loop_t *loop, size_t *size);

@@ -119,6 +119,11 @@ static void schedule_connection_lost(aev_transport_t *t)
         call_connection_lost(t->loop, t); /* closed loop or no memory: now */
 }
 
+void aev__stream_lost_soon(aev_transport_t *t)
+{
+    schedule_connection_lost(t);
+}
+
 void aev__stream_force_close(aev_transport_t *t, int error)
 {
     if (t->lost)
@@ -133,13 +138,34 @@ void aev__stream_force_close(aev_transport_t *t, int error)
     schedule_connection_lost(t);
 }
 
-/* A socket error: reset-like errors are the peer's doing and are not reported (asyncio logs
- * them at debug level only); anything else reaches the exception handler. */
+/* Errors asyncio only logs in debug mode: on a socket the peer's resets; on a read pipe EIO
+ * (a pty whose other side closed); on a write pipe every OS error (not ours: no memory, or an
+ * fd the loop could not watch). */
+static int error_is_quiet(const aev_transport_t *t, int err)
+{
+    switch (t->kind) {
+    case AEV__TRANSPORT_READ_PIPE:
+        return err == -EIO;
+    case AEV__TRANSPORT_WRITE_PIPE:
+        return err > -4000 && err != -ENOMEM;
+    default:
+        return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED || err == -ETIMEDOUT;
+    }
+}
+
+/* "fatal read/write error on socket/pipe transport" (asyncio's messages) */
+#define FATAL_MSG(t, dir) \
+    ((t)->kind == AEV__TRANSPORT_STREAM ? "fatal " dir " error on socket transport" \
+                                        : "fatal " dir " error on pipe transport")
+
+/* An I/O error: quiet ones (error_is_quiet) are the peer's doing and are not reported;
+ * anything else reaches the exception handler. The transport is closed either way. */
 static void socket_failed(aev_transport_t *t, const char *what, int err)
 {
-    if (err != -ECONNRESET && err != -EPIPE && err != -ECONNABORTED && err != -ETIMEDOUT) {
+    if (!error_is_quiet(t, err)) {
+        int sock = t->kind == AEV__TRANSPORT_STREAM;
         aev_exception_context_t ctx = {.message = what, .error = err, .protocol = t->proto,
-                                       .transport = t, .has_socket = 1, .socket = t->fd};
+                                       .transport = t, .has_socket = sock, .socket = sock ? t->fd : 0};
         aev_loop_call_exception_handler(t->loop, &ctx);
     }
     aev__stream_force_close(t, err);
@@ -194,6 +220,8 @@ static int call_connection_made(aev_loop_t *loop, void *arg)
     int rc = t->proto->connection_made ? t->proto->connection_made(t->proto, t) : 0;
     if (rc < 0)
         protocol_raised(t, "connection_made raised", rc);
+    else if (t->kind == AEV__TRANSPORT_WRITE_PIPE)
+        aev__pipe_made(t);
     else if (t->reading && !t->closing)
         aev__stream_resume_io(t);
     made_waiter_finish(t, rc < 0 ? rc : 0);
@@ -245,7 +273,8 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
 /* Starts the receive while the transport reads. */
 void aev__stream_resume_io(aev_transport_t *t)
 {
-    if (t->fd >= 0 && t->reading && !t->eof_received && !t->closing && !aev__op_active(&t->rop)) {
+    if (t->fd >= 0 && t->reading && !t->eof_received && !t->closing && !aev__op_active(&t->rop) &&
+        t->kind != AEV__TRANSPORT_WRITE_PIPE) {
         /* a buffered protocol is read into its own buffer (asked right before each receive),
          * any other into the buffer the loop lends */
         int buffered = t->proto && t->proto->get_buffer;
@@ -260,6 +289,10 @@ void aev__stream_resume_io(aev_transport_t *t)
 static void on_eof(aev_transport_t *t)
 {
     t->eof_received = 1;
+    if (t->kind == AEV__TRANSPORT_READ_PIPE) {
+        aev__pipe_read_eof(t);
+        return;
+    }
     int keep = 0;
     if (t->proto->eof_received) {
         keep = t->proto->eof_received(t->proto);
@@ -308,7 +341,7 @@ static void stream_read_done(aev__op_t *op, int result, unsigned flags)
     } else if (result == -ENOBUFS && op->prepare) {
         protocol_raised(t, "get_buffer returned no buffer", -ENOBUFS);
     } else {
-        socket_failed(t, "fatal read error on socket transport", result);
+        socket_failed(t, FATAL_MSG(t, "read"), result);
     }
 }
 
@@ -322,7 +355,7 @@ void aev_transport_pause_reading(aev_transport_t *t)
 
 void aev_transport_resume_reading(aev_transport_t *t)
 {
-    if (!t || t->reading || t->closing)
+    if (!t || t->reading || t->closing || t->kind == AEV__TRANSPORT_WRITE_PIPE)
         return;
     t->reading = 1;
     if (t->made)
@@ -421,7 +454,7 @@ static void stream_write_done(aev__op_t *op, int result, unsigned flags)
     if (t->lost)
         return;
     if (result < 0) {
-        socket_failed(t, "fatal write error on socket transport", result);
+        socket_failed(t, FATAL_MSG(t, "write"), result);
         return;
     }
     t->woff += (size_t)result;
@@ -441,6 +474,10 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
 {
     if (!t || (iovcnt > 0 && !iov) || iovcnt < 0)
         return -EINVAL;
+    if (t->kind == AEV__TRANSPORT_READ_PIPE) {
+        aev__set_detail("a read pipe transport cannot write");
+        return AEV_EINVALID_STATE;
+    }
     if (t->eof_pending) {
         aev__set_detail("cannot write after write_eof()");
         return AEV_EINVALID_STATE;
@@ -457,10 +494,11 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     int i = 0;
     size_t skip = 0;
     if (t->wlen == t->woff && t->made) {
-        /* nothing buffered: try the socket at once */
-        /* one buffer: send(2), which spares the kernel sendmsg's iovec import */
+        /* nothing buffered: try the socket (or pipe) at once */
         ssize_t n;
-        if (iovcnt == 1) {
+        if (t->wop.opcode == AEV_OP_WRITEV) { /* a pipe or character device */
+            n = aev__writev_nosigpipe(t->fd, iov, iovcnt);
+        } else if (iovcnt == 1) { /* send(2) spares the kernel sendmsg's iovec import */
             n = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         } else {
             struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
@@ -468,7 +506,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
         }
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                socket_failed(t, "fatal write error on socket transport", -errno);
+                socket_failed(t, FATAL_MSG(t, "write"), -errno);
                 return 0;
             }
             n = 0;
@@ -513,6 +551,14 @@ int aev_transport_write_eof(aev_transport_t *t)
 {
     if (!t)
         return -EINVAL;
+    if (t->kind == AEV__TRANSPORT_READ_PIPE) {
+        aev__set_detail("a read pipe transport cannot write_eof");
+        return AEV_EINVALID_STATE;
+    }
+    if (t->kind == AEV__TRANSPORT_WRITE_PIPE) { /* asyncio: all a write pipe needs is close */
+        aev_transport_close(t);
+        return 0;
+    }
     if (t->closing || t->eof_pending)
         return 0;
     t->eof_pending = 1;
@@ -525,7 +571,7 @@ int aev_transport_write_eof(aev_transport_t *t)
 
 int aev_transport_can_write_eof(const aev_transport_t *t)
 {
-    return t ? 1 : 0;
+    return t && t->kind != AEV__TRANSPORT_READ_PIPE ? 1 : 0;
 }
 
 void aev_transport_close(aev_transport_t *t)
@@ -591,7 +637,8 @@ void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)
         return;
     int was_buffered = t->proto && t->proto->get_buffer;
     t->proto = p;
-    if (aev__op_active(&t->rop) && was_buffered != (p->get_buffer != NULL)) {
+    if (t->kind != AEV__TRANSPORT_WRITE_PIPE && aev__op_active(&t->rop) &&
+        was_buffered != (p->get_buffer != NULL)) {
         /* the receive changes kind (lent buffer / the protocol's own) */
         if (aev__op_cancel(t->loop, &t->rop) == 0)
             aev__stream_resume_io(t);

@@ -1,10 +1,19 @@
-/* libaev core - stream transports and servers (stream.c, server.c). */
+/* libaev core - stream transports and servers (stream.c, server.c), and the pipe
+ * transports (pipe.c), which are the same aev_transport_t with another kind. */
 #ifndef AEV_STREAM_INTERNAL_H
 #define AEV_STREAM_INTERNAL_H
 
 #include "aev/transport.h"
 #include "io_op.h"
 #include "loop_internal.h"
+
+/* aev_transport_t.kind */
+enum {
+    AEV__TRANSPORT_STREAM = 0, /* a connected stream socket: reads and writes */
+    AEV__TRANSPORT_READ_PIPE,  /* connect_read_pipe: reads only (rop: read(2)) */
+    AEV__TRANSPORT_WRITE_PIPE  /* connect_write_pipe: writes only (wop: write(2)); rop, if
+                                  active, is the AEV_OP_POLL that learns the reader is gone */
+};
 
 struct aev_transport {
     aev_loop_t *loop;
@@ -25,6 +34,7 @@ struct aev_transport {
     uint8_t made;           /* connection_made ran */
     uint8_t lost;           /* connection_lost is queued or ran */
     uint8_t writing_paused; /* pause_writing was called, resume_writing not yet */
+    uint8_t kind;           /* AEV__TRANSPORT_* */
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
@@ -43,6 +53,14 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
 void aev__stream_resume_io(aev_transport_t *t);
 /* Closes at once (abort, fatal errors): buffer dropped, connection_lost(error) queued. */
 void aev__stream_force_close(aev_transport_t *t, int error);
+/* connection_lost(t->conn_error) soon (once), as asyncio's call_soon(_call_connection_lost). */
+void aev__stream_lost_soon(aev_transport_t *t);
+
+/* pipe.c: the read pipe met EOF (eof_received, then connection_lost(0)); the write pipe's
+ * connection_made ran (start watching for the reader going away). */
+void aev__pipe_read_eof(aev_transport_t *t);
+void aev__pipe_made(aev_transport_t *t);
+
 /* A server's connection ended (from connection_lost). */
 void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
 

@@ -398,6 +398,37 @@ void aev_datagram_transport_unref(aev_datagram_transport_t *t);
  *  meanwhile fails the future with the connection's error (-ECONNABORTED if none). */
 int aev_loop_sendfile(aev_loop_t *loop, aev_transport_t *t, int file_fd, int64_t offset, int64_t count,
                       int fallback, aev_future_t **out);
+/* ---- pipes ------------------------------------------------------------------------------ */
+/* Pipe transports are aev_transport_t too, with the same protocol calls as streams:
+ *  - a read pipe only reads: data_received (or a buffered protocol's get_buffer/buffer_updated),
+ *    then at EOF eof_received, whose return value does not matter (a read pipe cannot stay
+ *    half open), and connection_lost(0). write, writelines and write_eof return
+ *    AEV_EINVALID_STATE; can_write_eof is 0; abort is close.
+ *  - a write pipe only writes, with the write buffer and its marks (pause_writing and
+ *    resume_writing) as a stream; write_eof is close: the fd is closed once the buffer drained,
+ *    then connection_lost(0); can_write_eof is 1; pause/resume_reading do nothing and
+ *    is_reading is 0. When the reader goes away (the write end of a pipe or socket is watched,
+ *    as asyncio does) the transport closes: connection_lost(0) if nothing was buffered, else
+ *    connection_lost(-EPIPE); a write that finds the reader gone ends it with
+ *    connection_lost(-EPIPE). No SIGPIPE is raised. */
+
+/** Connects the read end of a pipe (connect_read_pipe): fd may be a pipe or FIFO, a socket or
+ *  a character device (a tty); anything else, a regular file for instance, is refused with
+ *  -EINVAL and a detail ("Pipe transport is for pipes/sockets only."). fd is made non-blocking.
+ *  On success the transport owns fd (it is closed before connection_lost); on failure fd is left
+ *  to the caller as it was. The future is done once connection_made has run; its value is the
+ *  aev_transport_t * (held by the future). */
+int aev_loop_connect_read_pipe(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, int fd,
+                               aev_future_t **out);
+
+/** Connects the write end of a pipe (connect_write_pipe); fd as for connect_read_pipe (refused:
+ *  "Pipe transport is only for pipes, sockets and character devices"). As connect_read_pipe
+ *  otherwise. */
+int aev_loop_connect_write_pipe(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, int fd,
+                                aev_future_t **out);
+
+/** get_extra_info('pipe'): the pipe transport's fd, -1 after close or for a stream transport. */
+int aev_transport_get_pipe(const aev_transport_t *t);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

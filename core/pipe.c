@@ -1,0 +1,162 @@
+/* libaev core - pipe transports (asyncio's _UnixReadPipeTransport and
+ * _UnixWritePipeTransport): loop.connect_read_pipe and loop.connect_write_pipe.
+ *
+ * A pipe transport is an aev_transport_t of another kind (stream_internal.h),
+ * so the protocol and transport API is the streams' one and stream.c does the
+ * reading, the write buffer with its marks, closing and connection_lost. What
+ * differs lives here:
+ *  - which fds are accepted: FIFOs (pipes), sockets and character devices, as
+ *    asyncio; a regular file is refused. The fd is made non-blocking.
+ *  - the operations: read(2) (AEV_OP_READV) for a read pipe, write(2)
+ *    (AEV_OP_WRITEV, without SIGPIPE) for a write pipe, so that FIFOs and
+ *    character devices work; a socket used as a write pipe keeps sendmsg.
+ *  - EOF on a read pipe: eof_received (its answer does not matter: a read pipe
+ *    cannot stay half open), then connection_lost(0).
+ *  - a write pipe learns that the reader went away as asyncio does, by watching
+ *    the write end of a FIFO or socket for readability (an AEV_OP_POLL in rop,
+ *    which a write pipe does not need for reading): Linux reports POLLERR on a
+ *    pipe's write end once the last reader closed, and a socket turns readable
+ *    at the peer's EOF. The transport then closes at once, as asyncio's _close():
+ *    connection_lost(0) with nothing buffered, connection_lost(-EPIPE) with data
+ *    left. A write that meets the closed end fails with EPIPE and ends the
+ *    transport with connection_lost(-EPIPE) too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stream_internal.h"
+
+#define T_OF(op, member) ((aev_transport_t *)((char *)(op) - offsetof(aev_transport_t, member)))
+
+/* ---- read pipes ---------------------------------------------------------------------- */
+
+void aev__pipe_read_eof(aev_transport_t *t)
+{
+    /* as asyncio's _read_ready at EOF: closing first, then eof_received, then connection_lost;
+     * what eof_received returns is not looked at */
+    t->closing = 1;
+    (void)aev__op_cancel(t->loop, &t->rop);
+    if (t->proto && t->proto->eof_received) {
+        int rc = t->proto->eof_received(t->proto);
+        if (rc < 0) { /* reported as asyncio reports a raising callback; the pipe ends normally */
+            aev_exception_context_t ctx = {.message = "eof_received raised", .error = rc,
+                                           .protocol = t->proto, .transport = t};
+            aev_loop_call_exception_handler(t->loop, &ctx);
+        }
+    }
+    aev__stream_lost_soon(t);
+}
+
+/* ---- write pipes --------------------------------------------------------------------- */
+
+/* The write end became readable: the reader is gone (or, on a socket, the peer sent data or
+ * EOF, which a write pipe takes for the same, as asyncio). */
+static void pipe_peer_done(aev__op_t *op, int result, unsigned flags)
+{
+    (void)flags;
+    aev_transport_t *t = T_OF(op, rop);
+    if (t->lost || t->closing || result == -ECANCELED)
+        return;
+    if (t->loop->debug)
+        aev_log(AEV_LOG_INFO, "aev", "write pipe transport (fd %d) was closed by peer", t->fd);
+    aev__stream_force_close(t, t->wlen > t->woff ? -EPIPE : 0);
+}
+
+void aev__pipe_made(aev_transport_t *t)
+{
+    if (t->rop.opcode != AEV_OP_POLL || t->closing || t->lost || t->fd < 0 || aev__op_active(&t->rop))
+        return;
+    int rc = aev__op_submit(t->loop, &t->rop);
+    if (rc < 0) {
+        aev_exception_context_t ctx = {.message = "could not watch the write pipe for its reader going away",
+                                       .error = rc, .protocol = t->proto, .transport = t};
+        aev_loop_call_exception_handler(t->loop, &ctx);
+        aev__stream_force_close(t, rc);
+    }
+}
+
+/* ---- connecting ---------------------------------------------------------------------------- */
+
+static int pipe_connect(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, int fd,
+                        int kind, aev_future_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (!loop || !factory || !out)
+        return -EINVAL;
+    if (fd < 0) {
+        aev__set_detail("invalid file descriptor %d", fd);
+        return -EBADF;
+    }
+    int rc = aev__check_usable(loop);
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        aev__set_detail("fstat(%d): %s", fd, strerror(-rc));
+        return rc;
+    }
+    if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        /* asyncio's words (ValueError) for each kind; both accept character devices */
+        aev__set_detail("%s (fd %d is %s)",
+                        kind == AEV__TRANSPORT_READ_PIPE ? "Pipe transport is for pipes/sockets only."
+                                                         : "Pipe transport is only for pipes, sockets and character devices",
+                        fd, S_ISREG(st.st_mode) ? "a regular file" : S_ISDIR(st.st_mode) ? "a directory"
+                                                                                          : "of another type");
+        return -EINVAL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        rc = -errno;
+        aev__set_detail("could not make fd %d non-blocking: %s", fd, strerror(-rc));
+        return rc;
+    }
+    aev_transport_t *t = NULL;
+    rc = aev_loop_create_future(loop, out);
+    if (rc == 0)
+        rc = aev__stream_new(loop, fd, factory, userdata, NULL, &t);
+    if (rc < 0) { /* fd stays the caller's, as it was */
+        if (!(fl & O_NONBLOCK))
+            (void)fcntl(fd, F_SETFL, fl);
+        aev_future_unref(*out);
+        *out = NULL;
+        return rc;
+    }
+    t->kind = (uint8_t)kind;
+    if (kind == AEV__TRANSPORT_READ_PIPE) {
+        t->rop.opcode = AEV_OP_READV; /* read(2): any readable fd */
+    } else {
+        t->reading = 0;
+        t->rop.opcode = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ? AEV_OP_POLL : AEV_OP_NOP;
+        t->rop.done = pipe_peer_done;
+        t->rop.flags = 0;
+        if (!S_ISSOCK(st.st_mode)) { /* a socket keeps sendmsg with MSG_NOSIGNAL */
+            t->wop.opcode = AEV_OP_WRITEV;
+            t->wop.flags = AEV__OP_NOSIGPIPE;
+        }
+    }
+    /* done once connection_made ran, as asyncio returns only then */
+    t->made_waiter = aev_future_ref(*out);
+    return 0;
+}
+
+int aev_loop_connect_read_pipe(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, int fd,
+                               aev_future_t **out)
+{
+    return pipe_connect(loop, factory, userdata, fd, AEV__TRANSPORT_READ_PIPE, out);
+}
+
+int aev_loop_connect_write_pipe(aev_loop_t *loop, aev_protocol_factory_fn factory, void *userdata, int fd,
+                                aev_future_t **out)
+{
+    return pipe_connect(loop, factory, userdata, fd, AEV__TRANSPORT_WRITE_PIPE, out);
+}
+
+int aev_transport_get_pipe(const aev_transport_t *t)
+{
+    return t && t->kind != AEV__TRANSPORT_STREAM ? t->fd : -1;
+}
