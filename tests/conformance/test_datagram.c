@@ -250,7 +250,9 @@ static int have_ipv6(void)
 
 static void tmp_path(char *buf, size_t size, const char *tag)
 {
-    snprintf(buf, size, "/tmp/aev-dgram-%s-%d-%d.sock", tag, (int)getpid(), rand());
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, size, "/tmp/aev-dgram-%s-%d-%ld%09ld.sock", tag, (int)getpid(), (long)ts.tv_sec, ts.tv_nsec);
 }
 
 /* ---- both ways --------------------------------------------------------------------- */

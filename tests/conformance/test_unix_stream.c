@@ -80,7 +80,7 @@ static void echo_once(aev_loop_t *loop, const char *path)
 
 static void temp_path(char *buf, size_t size)
 {
-    snprintf(buf, size, "/tmp/aev-unix-%d-%d.sock", (int)getpid(), rand());
+    tu_unix_path(buf, size);
 }
 
 START_TEST(test_unix_echo_file)

@@ -372,8 +372,13 @@ static inline int tu_fam_available(int fam)
 /** A fresh socket file path in /tmp (not created). */
 static inline void tu_unix_path(char *buf, size_t size)
 {
+    /* pid, sequence and the clock: pids are reused, and a file a killed test left behind
+     * must not make a later test's bind fail */
     static int seq;
-    snprintf(buf, size, "/tmp/aev-test-%d-%d-%d.sock", (int)getpid(), ++seq, rand() % 100000);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, size, "/tmp/aev-test-%d-%d-%ld%09ld.sock", (int)getpid(), ++seq, (long)ts.tv_sec,
+             ts.tv_nsec);
 }
 
 /** The loopback address of fam with port (IP kinds), or the socket file path (Unix). */
