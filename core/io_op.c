@@ -72,7 +72,9 @@ int aev__op_submit(aev_loop_t *loop, aev__op_t *op)
 {
     if (op->active)
         return -EBUSY;
-    if (AEV__UNLIKELY(loop->poll->caps & AEV_POLL_CAP_COMPLETION)) {
+    /* An engine serving both halves (io_uring) runs these over its readiness half until
+     * the core hands it operations natively; a completion-only engine cannot yet. */
+    if (AEV__UNLIKELY(!(loop->poll->caps & AEV_POLL_CAP_READINESS))) {
         aev__set_detail("the completion engine '%s' does not run transports yet",
                         loop->poll_plugin ? loop->poll_plugin->desc->name : "?");
         return AEV_ENOT_SUPPORTED;
