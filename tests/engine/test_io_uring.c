@@ -15,6 +15,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +37,7 @@
 #define SKIP_EXIT 77
 #define MS 1000000LL
 
+static const aev_plugin_descriptor_t *desc;
 static const aev_poll_ops_t *ops;
 static void *counting_module;
 
@@ -873,6 +879,59 @@ START_TEST(test_batching)
 }
 END_TEST
 
+/* ---- probe ------------------------------------------------------------------------ */
+
+/* A seccomp filter that refuses io_uring_setup with EPERM, as container profiles do.
+ * Only in a forked test process: it stays for the rest of the process's life. */
+static int refuse_io_uring_setup(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -errno;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 ? 0 : -errno;
+}
+
+START_TEST(test_probe_refused_by_seccomp)
+{
+    const char *fork_mode = getenv("CK_FORK");
+    if (fork_mode && strcmp(fork_mode, "no") == 0) {
+        fprintf(stderr, "test_probe_refused_by_seccomp: needs CK_FORK (a filter is for life), skipped\n");
+        return;
+    }
+    char why[256] = "";
+    ck_assert_int_eq(desc->probe(&host, why, sizeof why), 0);
+    ck_assert_int_eq(refuse_io_uring_setup(), 0);
+    int rc = desc->probe(&host, why, sizeof why);
+    ck_assert_int_eq(rc, -EPERM);
+    ck_assert_msg(strstr(why, "io_uring_setup: Operation not permitted") && strstr(why, "seccomp"),
+                  "reason: %s", why);
+    /* and an engine cannot be created either: a negative errno with a detail */
+    aev_poll_backend_t *b = NULL;
+    ck_assert_int_eq(ops->create(&host, NULL, &b), -EPERM);
+    ck_assert_ptr_null(b);
+    ck_assert_ptr_nonnull(strstr(detail, "io_uring_setup"));
+}
+END_TEST
+
+START_TEST(test_bad_entries_option)
+{
+    static const char *const bad[][3] = {{"entries", "1", NULL}, {"entries", "12x", NULL},
+                                         {"entries", "99999", NULL}, {"entries", "-4", NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        aev_poll_backend_t *b = NULL;
+        ck_assert_int_eq(ops->create(&host, (const aev_plugin_context_t *)bad[i], &b), -EINVAL);
+        ck_assert_ptr_null(b);
+        ck_assert_msg(strstr(detail, "entries") && strstr(detail, bad[i][1]), "detail: %s", detail);
+    }
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------------------- */
 
 static Suite *engine_suite(void)
@@ -887,6 +946,11 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, test_wake_from_thread);
     tcase_add_test(tc, test_wake_from_signal_handler);
     tcase_add_test(tc, test_timeouts);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("probe");
+    tcase_add_test(tc, test_probe_refused_by_seccomp);
+    tcase_add_test(tc, test_bad_entries_option);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("completion");
@@ -918,7 +982,7 @@ int main(void)
         fprintf(stderr, "dlopen %s: %s\n", path, dlerror());
         return 1;
     }
-    const aev_plugin_descriptor_t *d = dlsym(h, "aev_poll_io_uring_LTX_aev_plugin");
+    const aev_plugin_descriptor_t *d = desc = dlsym(h, "aev_poll_io_uring_LTX_aev_plugin");
     if (!d || d->magic != AEV_PLUGIN_MAGIC || d->family != AEV_FAMILY_POLL ||
         strcmp(d->name, "io_uring") != 0 || !d->probe || !d->init) {
         fprintf(stderr, "%s: no valid io_uring descriptor\n", path);

@@ -5,12 +5,18 @@
  * also proves the core called nothing in it.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -322,6 +328,43 @@ START_TEST(test_real_io_uring_not_shadowed)
         ck_assert_aev_rc(try_loop(NULL, &chosen), 0);
         ck_assert_str_eq(chosen, "epoll");
     }
+}
+END_TEST
+
+/* The real plugin refused as a seccomp profile refuses it (io_uring_setup fails with
+ * EPERM): proactor fails naming the cause, auto falls back to epoll. The filter lasts as
+ * long as the process, which Check forks for this test alone. */
+START_TEST(test_real_io_uring_refused_by_seccomp)
+{
+    struct stat st;
+    const char *chosen = NULL, *detail;
+    const char *fork_mode = getenv("CK_FORK");
+    if (stat(so(BUILDDIR, "io_uring"), &st) != 0 || (fork_mode && strcmp(fork_mode, "no") == 0)) {
+        fprintf(stderr, "test_real_io_uring_refused_by_seccomp: needs the io_uring plugin and "
+                        "CK_FORK, skipped\n");
+        return;
+    }
+    require_real_plugin("epoll");
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+
+    th_set_plugin_path(TESTDIR, BUILDDIR, NULL);
+    setenv("AEV_LOOP", "proactor", 1);
+    ck_assert_aev_rc(try_loop(NULL, NULL), AEV_EPLUGIN_PROBE);
+    detail = aev_error_detail();
+    ck_assert_str_contains(detail, so(BUILDDIR, "io_uring"));
+    ck_assert_str_contains(detail, "io_uring_setup: Operation not permitted");
+    ck_assert_str_contains(detail, "seccomp");
+    setenv("AEV_LOOP", "auto", 1);
+    ck_assert_aev_rc(try_loop(NULL, &chosen), 0);
+    ck_assert_str_eq(chosen, "epoll");
 }
 END_TEST
 
@@ -706,6 +749,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, test_proactor_fails_naming_io_uring);
     tcase_add_test(tc, test_refused_io_uring_listed);
     tcase_add_test(tc, test_real_io_uring_not_shadowed);
+    tcase_add_test(tc, test_real_io_uring_refused_by_seccomp);
     suite_add_tcase(s, tc);
 
     tc = th_tcase("search");
