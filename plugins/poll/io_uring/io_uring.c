@@ -436,8 +436,11 @@ static int flush_dirty(aev_poll_backend_t *b)
         }
         st->dirty = 0;
     }
-    b->ndirty -= i;
-    memmove(b->dirty, b->dirty + i, (size_t)b->ndirty * sizeof *b->dirty);
+    if (i > 0) {
+        b->ndirty -= i;
+        if (b->ndirty > 0)
+            memmove(b->dirty, b->dirty + i, (size_t)b->ndirty * sizeof *b->dirty);
+    }
     return rc;
 }
 
