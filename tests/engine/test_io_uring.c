@@ -688,6 +688,37 @@ START_TEST(test_multishot_recv_buffer_ring)
 }
 END_TEST
 
+START_TEST(test_multishot_poll)
+{
+    aev_poll_backend_t *b = engine_new(configs[_i]);
+    int sv[2];
+    make_pair(SOCK_STREAM, sv);
+    aev_poll_op_t po = {.opcode = AEV_OP_POLL, .flags = AEV_OP_F_MULTISHOT, .fd = sv[1],
+                        .poll_events = AEV_POLL_IN};
+    submit(b, &po);
+    for (int round = 0; round < 3; round++) {
+        put(sv[0], "ab");
+        aev_poll_event_t e = completion_of(b, &po);
+        ck_assert_uint_eq((uint32_t)e.result & AEV_POLL_IN, AEV_POLL_IN);
+        ck_assert_uint_eq(e.flags & AEV_OP_CQE_MORE, AEV_OP_CQE_MORE);
+        char buf[8];
+        ck_assert_int_eq(read(sv[1], buf, sizeof buf), 2);
+        /* an emulated multishot poll may have fired again before the read: drain those */
+        pump(b, 5 * MS);
+        for (int i = 0; i < nstash; i++)
+            if (stash[i].op == &po)
+                ck_assert_uint_eq(stash[i].flags & AEV_OP_CQE_MORE, AEV_OP_CQE_MORE);
+        nstash = 0;
+    }
+    ck_assert_int_eq(ops->cancel(b, &po), 0);
+    aev_poll_event_t e = completion_of(b, &po);
+    ck_assert_int_eq(e.result, -ECANCELED);
+    ck_assert_uint_eq(e.flags & AEV_OP_CQE_MORE, 0);
+    close(sv[0]), close(sv[1]);
+    ops->destroy(b);
+}
+END_TEST
+
 /* Cancel an operation that is completing at that very moment: exactly one final
  * completion, either the result or -ECANCELED, and nothing after it. */
 START_TEST(test_cancel_races_completion)
@@ -961,6 +992,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, test_bad_ops_refused);
     tcase_add_loop_test(tc, test_connect_accept_multishot, 0, N_CONFIGS);
     tcase_add_loop_test(tc, test_multishot_recv_buffer_ring, 0, N_CONFIGS);
+    tcase_add_loop_test(tc, test_multishot_poll, 0, N_CONFIGS);
     tcase_add_loop_test(tc, test_cancel_races_completion, 0, N_CONFIGS);
     tcase_add_test(tc, test_close_fd_with_op_in_flight);
     tcase_add_test(tc, test_cq_overflow);
