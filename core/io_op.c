@@ -75,11 +75,18 @@ int aev__op_submit(aev_loop_t *loop, aev__op_t *op)
 {
     if (op->active)
         return -EBUSY;
-    if (AEV__UNLIKELY(AEV__OP_NATIVE(loop))) {
+    if (AEV__UNLIKELY(loop->native_ops)) {
         int rc = aev__op_completion_submit(loop, op);
         if (rc == 0)
             op->active = 1;
         return rc;
+    }
+    /* An engine serving both halves (io_uring) runs these over its readiness half unless
+     * the loop hands it operations natively; a completion-only engine cannot yet. */
+    if (AEV__UNLIKELY(!(loop->poll->caps & AEV_POLL_CAP_READINESS))) {
+        aev__set_detail("the completion engine '%s' does not run transports yet",
+                        loop->poll_plugin ? loop->poll_plugin->desc->name : "?");
+        return AEV_ENOT_SUPPORTED;
     }
     int rc = op->opcode == AEV_OP_CONNECT
                  ? connect_start(loop, op)

@@ -100,7 +100,7 @@ int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op);
 int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op);
 void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev);
 void aev__op_completion_close(aev_loop_t *loop);
-/* Does loop run operations natively (a completion engine)? */
+/* Can loop's engine run operations natively (a completion engine)? */
 #define AEV__OP_NATIVE(loop) (((loop)->poll->caps & AEV_POLL_CAP_COMPLETION) && (loop)->poll->submit)
 
 /* Starts op on loop's engine. 0, or a negative errno (nothing started, done never called;

@@ -261,6 +261,7 @@ struct aev_loop {
     struct aev_transport *streams; /* open transports */
     struct aev_server *servers;
     struct aev__completion *completion; /* completion engines: io_op_completion.c's state */
+    int native_ops;                     /* io_op runs on the engine's completion half */
     void *stream_rbuf;             /* the read buffer the streams share (64 KiB) */
     struct aev_datagram_transport *datagrams; /* open datagram transports (datagram.c) */
 

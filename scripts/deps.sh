@@ -3,7 +3,7 @@
 # if any is missing. Sourced by scripts/demo.sh and scripts/test.sh.
 # Uses apt-get directly as root, else sudo.
 
-AEV_BUILD_PACKAGES=(gcc libc6-dev meson ninja-build pkg-config libltdl-dev check)
+AEV_BUILD_PACKAGES=(gcc libc6-dev meson ninja-build pkg-config libltdl-dev check liburing-dev)
 AEV_TEST_PACKAGES=(valgrind clang libclang-rt-dev)
 
 aev_install_packages() {

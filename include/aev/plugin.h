@@ -221,7 +221,7 @@ typedef struct aev_poll_event {
     aev_poll_op_t *op; /* COMPLETION: the operation */
 } aev_poll_event_t;
 
-#define AEV_POLL_OPS_VERSION 1
+#define AEV_POLL_OPS_VERSION 2 /* 2: return_buffer */
 
 typedef struct aev_poll_ops {
     uint32_t version; /* AEV_POLL_OPS_VERSION the plugin implements */
@@ -245,6 +245,11 @@ typedef struct aev_poll_ops {
     /* Provides (or, with count 0, removes) a ring of count buffers of size bytes as buf_group. */
     int (*provide_buffers)(aev_poll_backend_t *backend, uint16_t buf_group, void *base,
                            size_t size, unsigned count);
+    /* since v2: gives buffer buffer_id of buf_group (as a completion with AEV_OP_CQE_BUFFER
+     * named it) back to the engine once the core has consumed its data; until then the
+     * kernel never writes into it again. NULL in readiness engines: check version >= 2 and
+     * the pointer before calling. */
+    int (*return_buffer)(aev_poll_backend_t *backend, uint16_t buf_group, uint32_t buffer_id);
 } aev_poll_ops_t;
 
 /* ---- family "tls": byte engines over memory buffers ---------------------- *

@@ -5,18 +5,26 @@
  * also proves the core called nothing in it.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "helpers.h"
 
 #define TESTDIR th_getenv("AEV_TEST_PLUGIN_DIR")
 #define BUILDDIR th_getenv("AEV_TEST_BUILD_PLUGIN_DIR")
+/* holds only aev_poll_io_uring.so, a fake whose probe always fails (a refused io_uring) */
+#define NOURINGDIR th_getenv("AEV_TEST_NOURING_PLUGIN_DIR")
 
 /* "<major>.<minor>" strings of the core's ABI and of the test plugins' ABIs. */
 #define CORE_ABI th_fmt("%d.%d", AEV_PLUGIN_ABI_MAJOR, AEV_PLUGIN_ABI_MINOR)
@@ -247,7 +255,8 @@ START_TEST(test_auto_skips_failing_probe)
 {
     aev_loop_t *loop = NULL;
     require_real_plugin("epoll");
-    th_set_plugin_path(TESTDIR, BUILDDIR, NULL);
+    /* io_uring, auto's first candidate, is refused here (the fake's probe fails) */
+    th_set_plugin_path(NOURINGDIR, TESTDIR, BUILDDIR, NULL);
     setenv("AEV_LOOP", "auto", 1);
     ck_assert_aev_rc(aev_loop_new(NULL, &loop), 0);
     ck_assert_str_eq(aev_loop_plugin_name(loop, "poll"), "epoll");
@@ -261,14 +270,101 @@ END_TEST
 START_TEST(test_proactor_fails_naming_io_uring)
 {
     const char *detail;
-    th_set_plugin_path(TESTDIR, BUILDDIR, NULL);
+    th_set_plugin_path(NOURINGDIR, TESTDIR, BUILDDIR, NULL);
     setenv("AEV_LOOP", "proactor", 1);
     ck_assert_aev_rc(try_loop(NULL, NULL), AEV_EPLUGIN_PROBE);
     detail = aev_error_detail();
     ck_assert_str_contains(detail, "poll");
     ck_assert_str_contains(detail, "io_uring");
-    ck_assert_str_contains(detail, so(TESTDIR, "io_uring"));
+    ck_assert_str_contains(detail, so(NOURINGDIR, "io_uring"));
     ck_assert_str_contains(detail, "test: fake io_uring never runs");
+}
+END_TEST
+
+/* The refused fake is listed with its probe's reason. */
+START_TEST(test_refused_io_uring_listed)
+{
+    aev_policy_t *policy = NULL;
+    th_plugin_t *list;
+    int n;
+    th_set_plugin_path(NOURINGDIR, NULL);
+    ck_assert_aev_rc(aev_policy_resolve(NULL, &policy), 0);
+    n = th_collect_plugins(policy, &list);
+    const th_plugin_t *p = th_plugin_at(list, n, NOURINGDIR, "aev_poll_io_uring.so");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(p->status, AEV_EPLUGIN_PROBE);
+    ck_assert_str_contains(p->reason, "test: fake io_uring never runs");
+    aev_policy_free(policy);
+}
+END_TEST
+
+/* Nothing in the test directories shadows the real io_uring plugin: proactor and auto
+ * get it where the kernel allows io_uring, else proactor fails with the real probe's
+ * reason and auto falls back to epoll. */
+START_TEST(test_real_io_uring_not_shadowed)
+{
+    struct stat st;
+    const char *chosen = NULL;
+    if (stat(so(BUILDDIR, "io_uring"), &st) != 0) {
+        fprintf(stderr, "test_real_io_uring_not_shadowed: io_uring plugin not built, skipped\n");
+        return;
+    }
+    require_real_plugin("epoll");
+    th_set_plugin_path(TESTDIR, BUILDDIR, NULL);
+    setenv("AEV_LOOP", "proactor", 1);
+    int rc = try_loop(NULL, &chosen);
+    if (rc == 0) {
+        ck_assert_str_eq(chosen, "io_uring");
+        setenv("AEV_LOOP", "auto", 1);
+        ck_assert_aev_rc(try_loop(NULL, &chosen), 0);
+        ck_assert_str_eq(chosen, "io_uring");
+    } else {
+        ck_assert_aev_rc(rc, AEV_EPLUGIN_PROBE);
+        const char *detail = aev_error_detail();
+        ck_assert_str_contains(detail, so(BUILDDIR, "io_uring"));
+        ck_assert_msg(strstr(detail, "io_uring") != NULL, "detail: %s", detail);
+        fprintf(stderr, "test_real_io_uring_not_shadowed: io_uring refused here: %s\n", detail);
+        setenv("AEV_LOOP", "auto", 1);
+        ck_assert_aev_rc(try_loop(NULL, &chosen), 0);
+        ck_assert_str_eq(chosen, "epoll");
+    }
+}
+END_TEST
+
+/* The real plugin refused as a seccomp profile refuses it (io_uring_setup fails with
+ * EPERM): proactor fails naming the cause, auto falls back to epoll. The filter lasts as
+ * long as the process, which Check forks for this test alone. */
+START_TEST(test_real_io_uring_refused_by_seccomp)
+{
+    struct stat st;
+    const char *chosen = NULL, *detail;
+    const char *fork_mode = getenv("CK_FORK");
+    if (stat(so(BUILDDIR, "io_uring"), &st) != 0 || (fork_mode && strcmp(fork_mode, "no") == 0)) {
+        fprintf(stderr, "test_real_io_uring_refused_by_seccomp: needs the io_uring plugin and "
+                        "CK_FORK, skipped\n");
+        return;
+    }
+    require_real_plugin("epoll");
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    ck_assert_int_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    ck_assert_int_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+
+    th_set_plugin_path(TESTDIR, BUILDDIR, NULL);
+    setenv("AEV_LOOP", "proactor", 1);
+    ck_assert_aev_rc(try_loop(NULL, NULL), AEV_EPLUGIN_PROBE);
+    detail = aev_error_detail();
+    ck_assert_str_contains(detail, so(BUILDDIR, "io_uring"));
+    ck_assert_str_contains(detail, "io_uring_setup: Operation not permitted");
+    ck_assert_str_contains(detail, "seccomp");
+    setenv("AEV_LOOP", "auto", 1);
+    ck_assert_aev_rc(try_loop(NULL, &chosen), 0);
+    ck_assert_str_eq(chosen, "epoll");
 }
 END_TEST
 
@@ -503,10 +599,6 @@ START_TEST(test_foreach_lists_each_module_once)
     ck_assert_ptr_nonnull(p);
     ck_assert_int_eq(p->status, AEV_EPLUGIN_PROBE);
     ck_assert_str_contains(p->reason, "test: io_uring disabled by policy");
-    p = th_plugin_at(list, n, TESTDIR, "aev_poll_io_uring.so");
-    ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(p->status, AEV_EPLUGIN_PROBE);
-    ck_assert_str_contains(p->reason, "test: fake io_uring never runs");
     p = th_plugin_at(list, n, TESTDIR, "aev_poll_opts.so");
     ck_assert_ptr_nonnull(p);
     ck_assert_int_eq(p->status, 0);
@@ -655,6 +747,9 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, test_probe_failure_explicit);
     tcase_add_test(tc, test_auto_skips_failing_probe);
     tcase_add_test(tc, test_proactor_fails_naming_io_uring);
+    tcase_add_test(tc, test_refused_io_uring_listed);
+    tcase_add_test(tc, test_real_io_uring_not_shadowed);
+    tcase_add_test(tc, test_real_io_uring_refused_by_seccomp);
     suite_add_tcase(s, tc);
 
     tc = th_tcase("search");
