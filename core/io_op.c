@@ -75,7 +75,7 @@ int aev__op_submit(aev_loop_t *loop, aev__op_t *op)
 {
     if (op->active)
         return -EBUSY;
-    if (AEV__UNLIKELY(loop->native_ops)) {
+    if (AEV__UNLIKELY(loop->native_ops) && (op->flags & AEV__OP_COMPLETION_OK)) {
         int rc = aev__op_completion_submit(loop, op);
         if (rc == 0)
             op->active = 1;

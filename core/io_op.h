@@ -55,6 +55,10 @@ typedef struct aev__op aev__op_t;
 /* submit flags (op->flags) */
 #define AEV__OP_MULTISHOT 0x01u  /* RECV/READV/RECVMSG/ACCEPT: complete until cancelled or error */
 #define AEV__OP_SHARED_BUF 0x02u /* RECV/READV/RECVMSG: receive into a buffer the loop lends */
+/* The owner keeps the completion contract in full (cancel may answer 1, its buffers stay put
+ * while the op is in flight): on a loop with native_ops the op runs on the engine's
+ * completion half; without this flag it runs on the readiness half of any engine. */
+#define AEV__OP_COMPLETION_OK 0x80u
 #define AEV__OP_NOSIGPIPE 0x04u  /* WRITEV: a reader gone is -EPIPE, never SIGPIPE (pipes have
                                     no MSG_NOSIGNAL; see aev__writev_nosigpipe) */
 
@@ -99,7 +103,10 @@ struct aev__op {
 int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op);
 int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op);
 void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev);
+/* loop close: ops in flight get a final done(-ECANCELED) now (before the engine goes) */
 void aev__op_completion_close(aev_loop_t *loop);
+/* after the engine was destroyed: the engine operations and buffers are freed */
+void aev__op_completion_free(aev_loop_t *loop);
 /* Can loop's engine run operations natively (a completion engine)? */
 #define AEV__OP_NATIVE(loop) (((loop)->poll->caps & AEV_POLL_CAP_COMPLETION) && (loop)->poll->submit)
 

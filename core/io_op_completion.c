@@ -24,7 +24,7 @@
 #include "loop_internal.h"
 
 #define RING_GROUP 0
-#define RING_COUNT 256u
+#define RING_COUNT 64u
 #define RING_SIZE 16384u
 #define OWN_BUF_SIZE 16384u
 #define EOP_CHUNK 64
@@ -37,6 +37,7 @@ typedef struct eop {
     void *own_buf;         /* the buffer of a lent-buffer receive without a ring */
     uint8_t multishot;     /* the engine runs it multishot */
     uint8_t cancelling;
+    uint8_t in_use;
     struct eop *next_free;
 } eop_t;
 
@@ -53,8 +54,7 @@ typedef struct aev__completion {
 /* Can the core give buffers back to the engine's ring? */
 static int ring_supported(aev_loop_t *loop)
 {
-    (void)loop;
-    return 0; /* TODO(issue 5): with the engine's buffer-return call */
+    return loop->poll->version >= 2 && loop->poll->return_buffer != NULL;
 }
 
 static aev__completion_t *completion_state(aev_loop_t *loop)
@@ -95,6 +95,7 @@ static eop_t *eop_get(aev__completion_t *c)
     eop_t *e = c->free;
     c->free = e->next_free;
     memset(e, 0, sizeof *e);
+    e->in_use = 1;
     return e;
 }
 
@@ -102,6 +103,7 @@ static void eop_put(aev__completion_t *c, eop_t *e)
 {
     free(e->own_buf);
     e->own_buf = NULL;
+    e->in_use = 0;
     e->next_free = c->free;
     c->free = e;
 }
@@ -238,10 +240,7 @@ int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op)
 /* Gives a provided buffer back to the ring once its owner read it. */
 static void ring_recycle(aev_loop_t *loop, uint32_t id)
 {
-    /* TODO(issue 5): the engine's buffer-return call, appended to the poll ops ABI with the
-     * io_uring plugin; until then no engine offers AEV_POLL_CAP_BUFFER_RING to the core */
-    (void)loop;
-    (void)id;
+    (void)loop->poll->return_buffer(loop->backend, RING_GROUP, id);
 }
 
 /* One completion, in order. */
@@ -340,12 +339,37 @@ void aev__op_completion_close(aev_loop_t *loop)
     aev__completion_t *c = loop->completion;
     if (!c)
         return;
-    for (size_t i = 0; i < c->nchunks; i++)
-        free(c->chunks[i]);
+    /* no completion comes any more: every op still in flight ends now, cancelled, so that its
+     * owner can let go; the engine operations stay until the engine is gone */
+    for (size_t i = 0; i < c->nchunks; i++) {
+        eop_t *chunk = c->chunks[i];
+        for (int j = 0; j < EOP_CHUNK; j++) {
+            eop_t *e = &chunk[j];
+            aev__op_t *op = e->op.core_data;
+            if (!e->in_use || !op || op->eop != (void *)e)
+                continue;
+            e->op.core_data = NULL;
+            op->eop = NULL;
+            op->active = 0;
+            op->done(op, -ECANCELED, 0);
+        }
+    }
+    c->batch_len = 0;
+}
+
+void aev__op_completion_free(aev_loop_t *loop)
+{
+    aev__completion_t *c = loop->completion;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nchunks; i++) {
+        eop_t *chunk = c->chunks[i];
+        for (int j = 0; j < EOP_CHUNK; j++)
+            free(chunk[j].own_buf);
+        free(chunk);
+    }
     free(c->chunks);
-    if (c->ring_base && loop->poll->provide_buffers)
-        loop->poll->provide_buffers(loop->backend, RING_GROUP, NULL, 0, 0);
-    free(c->ring_base);
+    free(c->ring_base); /* the engine that used it is gone */
     free(c->batch);
     free(c);
     loop->completion = NULL;

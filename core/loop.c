@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io_op.h"
 #include "task_internal.h"
 #include "stream_internal.h"
 #include "loop_internal.h"
@@ -61,6 +62,10 @@ int aev_loop_new(const aev_loop_options_t *opts, aev_loop_t **out)
     loop->slow_calls = loop->debug;
     loop->slow_callback_duration = 0.1;
     loop->poll_interval = 20e-6;
+    /* transports on the completion half of an engine that has one; AEV_IO_OPS=readiness
+     * keeps them on its readiness half (for comparison and diagnosis) */
+    const char *io_ops = getenv("AEV_IO_OPS");
+    loop->native_ops = AEV__OP_NATIVE(loop) && !(io_ops && strcmp(io_ops, "readiness") == 0);
     loop->stacks.max = 256;
     loop->stacks.usable = aev__stack_size(0);
     loop->small.size = sizeof(aev_handle_t);
@@ -639,6 +644,7 @@ int aev_loop_close(aev_loop_t *loop)
     aev__timer_heap_clear(&loop->timers);
     loop->poll->destroy(loop->backend);
     loop->backend = NULL;
+    aev__op_completion_free(loop);
     return 0;
 }
 

@@ -28,6 +28,7 @@ typedef struct listener {
     aev_server_t *server;
     int fd;
     aev__op_t accept; /* multishot accept while serving */
+    int held;         /* a cancelled accept holds a server reference until its end */
 } listener_t;
 
 struct aev_server {
@@ -89,7 +90,12 @@ static void wake_waiters(aev_server_t *s)
 static void stop_accepting(aev_server_t *s)
 {
     for (size_t i = 0; i < s->nlisteners; i++)
-        (void)aev__op_cancel(s->loop, &s->listeners[i].accept);
+        if (aev__op_cancel(s->loop, &s->listeners[i].accept) == 1 && !s->listeners[i].held) {
+            /* completion engines: the final completion is still to come; the server (which
+             * holds the op) stays until then */
+            s->listeners[i].held = 1;
+            s->refs++;
+        }
     if (s->retry) {
         aev_handle_cancel(s->retry);
         aev_handle_unref(s->retry);
@@ -104,8 +110,12 @@ void aev_server_close(aev_server_t *s)
         return;
     stop_accepting(s);
     for (size_t i = 0; i < s->nlisteners; i++) {
-        if (s->listeners[i].fd >= 0)
+        if (s->listeners[i].fd >= 0) {
+            /* a listening TCP socket stops listening at shutdown(2) at once, even while a
+             * completion engine's accept still holds the file until its cancel ends */
+            (void)shutdown(s->listeners[i].fd, SHUT_RDWR);
             close(s->listeners[i].fd);
+        }
         s->listeners[i].fd = -1;
     }
     if (s->unix_path) { /* cleanup_socket (3.13): only the file this server made */
@@ -124,7 +134,10 @@ void aev_server_unref(aev_server_t *s)
 {
     if (!s || --s->refs > 0)
         return;
+    s->refs = 1; /* closing may hand out references (accepts whose cancel is on its way) */
     aev_server_close(s);
+    if (--s->refs > 0)
+        return; /* freed when the last of them comes back */
     /* connections outlive their server (asyncio leaves them open): they forget it */
     for (aev_transport_t *t = s->conns; t; t = t->srv_next)
         t->server = NULL;
@@ -163,12 +176,28 @@ static int retry_accept_cb(aev_loop_t *loop, void *arg)
     return 0;
 }
 
+static int server_release_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_server_unref(arg);
+    return 0;
+}
+
 static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
 {
-    (void)flags;
     listener_t *l = (listener_t *)((char *)op - offsetof(listener_t, accept));
     aev_server_t *s = l->server;
     aev_loop_t *loop = s->loop;
+    if (!(flags & AEV__OP_MORE) && l->held) {
+        l->held = 0;
+        if (fd >= 0)
+            close(fd); /* accepted while the cancel was on its way */
+        /* the reference goes from a callback of its own (the op lives in the server); at
+         * loop close, when nothing touches the op after this, at once */
+        if (aev_loop_call_soon(loop, server_release_cb, s, NULL) < 0)
+            aev_server_unref(s);
+        return;
+    }
     if (fd < 0) { /* the multishot accept ended */
         int e = -fd;
         if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
@@ -241,7 +270,7 @@ int aev_server_start_serving(aev_server_t *s)
         listener_t *l = &s->listeners[i];
         l->accept.fd = l->fd;
         l->accept.opcode = AEV_OP_ACCEPT;
-        l->accept.flags = AEV__OP_MULTISHOT;
+        l->accept.flags = AEV__OP_MULTISHOT | AEV__OP_COMPLETION_OK;
         l->accept.len = (size_t)(s->backlog > 0 ? s->backlog : 1); /* per readiness, as asyncio */
         l->accept.done = server_accept_done;
         int rc = aev__op_submit(s->loop, &l->accept);

@@ -29,11 +29,50 @@ static void stream_write_done(aev__op_t *op, int result, unsigned flags);
 static int stream_read_prepare(aev__op_t *op);
 static int stream_write_prepare(aev__op_t *op);
 
-/* Stops both operations (a readiness engine stops them at once). */
+/* Stops one of t's operations. A readiness engine stops it at once; on a completion engine
+ * its final completion is still to come and may touch the transport and its buffers, so the
+ * transport holds a reference until then (stream_op_final). */
+static void stream_op_stop(aev_transport_t *t, aev__op_t *op)
+{
+    uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
+    if (aev__op_cancel(t->loop, op) == 1 && !(t->held & bit)) {
+        t->held |= bit;
+        t->refs++;
+    }
+}
+
+/* Stops both operations. */
 static void stream_ops_cancel(aev_transport_t *t)
 {
-    (void)aev__op_cancel(t->loop, &t->rop);
-    (void)aev__op_cancel(t->loop, &t->wop);
+    stream_op_stop(t, &t->rop);
+    stream_op_stop(t, &t->wop);
+}
+
+static int stream_release_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_transport_unref(arg);
+    return 0;
+}
+
+/* The final completion of op arrived: 1 if a cancel had taken a reference for it (the
+ * caller gives it back with stream_release as its last act). */
+static int stream_op_final(aev_transport_t *t, aev__op_t *op)
+{
+    uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
+    if (!(t->held & bit))
+        return 0;
+    t->held &= (uint8_t)~bit;
+    return 1;
+}
+
+/* Gives back a cancel's reference: from a callback of its own, as an op may not be freed
+ * inside its done; at loop close (no callbacks any more, and nothing touches the op after
+ * its last done) at once. */
+static void stream_release(aev_transport_t *t)
+{
+    if (aev_loop_call_soon(t->loop, stream_release_cb, t, NULL) < 0)
+        aev_transport_unref(t);
 }
 
 /* ---- lifetime ------------------------------------------------------------------ */
@@ -51,6 +90,8 @@ void aev_transport_unref(aev_transport_t *t)
         return;
     aev_loop_t *loop = t->loop;
     free(t->wbuf);
+    free(t->wbuf_retired);
+    free(t->rstash);
     free(t);
     loop->live_futures--; /* transports count as live objects of the loop */
     aev__loop_object_released(loop);
@@ -248,6 +289,7 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
     t->rop.opcode = AEV_OP_RECV;
     t->rop.done = stream_read_done;
     t->wop.opcode = AEV_OP_SEND;
+    t->wop.flags = AEV__OP_COMPLETION_OK;
     t->wop.done = stream_write_done;
     t->wop.prepare = stream_write_prepare;
     int one = 1; /* as asyncio: no Nagle on stream transports (harmless on AF_UNIX) */
@@ -278,7 +320,8 @@ void aev__stream_resume_io(aev_transport_t *t)
         /* a buffered protocol is read into its own buffer (asked right before each receive),
          * any other into the buffer the loop lends */
         int buffered = t->proto && t->proto->get_buffer;
-        t->rop.flags = AEV__OP_MULTISHOT | (buffered ? 0 : AEV__OP_SHARED_BUF);
+        t->rop.flags = AEV__OP_MULTISHOT | (buffered ? 0 : AEV__OP_SHARED_BUF) |
+                       (t->kind == AEV__TRANSPORT_STREAM ? AEV__OP_COMPLETION_OK : 0);
         t->rop.prepare = buffered ? stream_read_prepare : NULL;
         int rc = aev__op_submit(t->loop, &t->rop);
         if (rc < 0)
@@ -318,12 +361,80 @@ static int stream_read_prepare(aev__op_t *op)
     return 0;
 }
 
+/* Keeps what a receive brought while reading was paused (its cancel was on its way, on a
+ * completion engine): nothing received is ever dropped. 0, or -ENOMEM. */
+static int stream_stash(aev_transport_t *t, aev__op_t *op, int result)
+{
+    if (result == 0) {
+        t->eof_stashed = 1;
+        return 0;
+    }
+    if (!(op->flags & AEV__OP_SHARED_BUF)) { /* already in the protocol's own buffer */
+        aev_protocol_t *p = t->proto;
+        int rc = p->buffer_updated ? p->buffer_updated(p, (size_t)result) : 0;
+        if (rc < 0)
+            protocol_raised(t, "buffer_updated raised", rc);
+        return 0;
+    }
+    char *n = realloc(t->rstash, t->rstash_len + (size_t)result);
+    if (!n)
+        return -ENOMEM;
+    memcpy(n + t->rstash_len, op->data, (size_t)result);
+    t->rstash = n;
+    t->rstash_len += (size_t)result;
+    return 0;
+}
+
+/* resume_reading with stashed bytes: they go first, from a callback of their own. */
+static int stream_unstash_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    aev_transport_t *t = arg;
+    if (t->reading && !t->closing && !t->lost) {
+        char *data = t->rstash;
+        size_t len = t->rstash_len;
+        t->rstash = NULL;
+        t->rstash_len = 0;
+        aev_protocol_t *p = t->proto;
+        if (len) {
+            int rc = p->data_received ? p->data_received(p, data, len) : 0;
+            if (rc < 0)
+                protocol_raised(t, "data_received raised", rc);
+        }
+        free(data);
+        if (t->eof_stashed && t->reading && !t->closing && !t->lost) {
+            t->eof_stashed = 0;
+            on_eof(t);
+        }
+    }
+    aev_transport_unref(t);
+    return 0;
+}
+
 static void stream_read_done(aev__op_t *op, int result, unsigned flags)
 {
     aev_transport_t *t = T_OF(op, rop);
+    if (AEV__UNLIKELY(!(flags & AEV__OP_MORE)) && stream_op_final(t, op)) {
+        /* a cancelled receive ended (completion engines): what raced the cancel is kept or
+         * delivered, and reading restarts if it was resumed meanwhile */
+        if (result >= 0 && !t->closing && !t->lost) {
+            if (t->reading && result > 0)
+                stream_read_done(op, result, AEV__OP_MORE);
+            else if (t->reading)
+                on_eof(t);
+            else if (stream_stash(t, op, result) < 0)
+                socket_failed(t, "no memory for received data", -ENOMEM);
+        }
+        if (result != 0)
+            aev__stream_resume_io(t);
+        stream_release(t);
+        return;
+    }
     if (AEV__UNLIKELY(!t->reading || t->closing || t->lost)) {
-        if (flags & AEV__OP_MORE)
-            (void)aev__op_cancel(t->loop, op);
+        if (!t->reading && !t->closing && !t->lost && result >= 0 && stream_stash(t, op, result) < 0)
+            socket_failed(t, "no memory for received data", -ENOMEM);
+        else if (flags & AEV__OP_MORE)
+            stream_op_stop(t, op);
         return;
     }
     aev_protocol_t *p = t->proto;
@@ -350,7 +461,7 @@ void aev_transport_pause_reading(aev_transport_t *t)
     if (!t || !t->reading || t->closing)
         return;
     t->reading = 0;
-    (void)aev__op_cancel(t->loop, &t->rop);
+    stream_op_stop(t, &t->rop);
 }
 
 void aev_transport_resume_reading(aev_transport_t *t)
@@ -358,7 +469,10 @@ void aev_transport_resume_reading(aev_transport_t *t)
     if (!t || t->reading || t->closing || t->kind == AEV__TRANSPORT_WRITE_PIPE)
         return;
     t->reading = 1;
-    if (t->made)
+    if ((t->rstash_len || t->eof_stashed) &&
+        aev_loop_call_soon(t->loop, stream_unstash_cb, aev_transport_ref(t), NULL) < 0)
+        aev_transport_unref(t);
+    if (t->made && !t->eof_stashed)
         aev__stream_resume_io(t);
 }
 
@@ -403,7 +517,9 @@ static void maybe_resume_protocol(aev_transport_t *t)
 /* Appends to the write buffer (compacting it first when the sent part is large). */
 static int buffer_append(aev_transport_t *t, const void *data, size_t len)
 {
-    if (t->woff > 0 && (t->woff >= t->wlen / 2 || t->wlen + len > t->wcap)) {
+    /* a send in flight on a completion engine reads wbuf_sending: those bytes stay put */
+    int pinned = t->wbuf_sending != NULL && t->wbuf_sending == t->wbuf;
+    if (!pinned && t->woff > 0 && (t->woff >= t->wlen / 2 || t->wlen + len > t->wcap)) {
         memmove(t->wbuf, t->wbuf + t->woff, t->wlen - t->woff);
         t->wlen -= t->woff;
         t->woff = 0;
@@ -412,9 +528,15 @@ static int buffer_append(aev_transport_t *t, const void *data, size_t len)
         size_t cap = t->wcap ? t->wcap : 4096;
         while (cap < t->wlen + len)
             cap *= 2;
-        char *n = realloc(t->wbuf, cap);
-        if (!n)
+        char *n;
+        if (pinned) { /* a new buffer (same offsets); the old one lives until the send ends */
+            if (!(n = malloc(cap)))
+                return -ENOMEM;
+            memcpy(n, t->wbuf, t->wlen);
+            t->wbuf_retired = t->wbuf;
+        } else if (!(n = realloc(t->wbuf, cap))) {
             return -ENOMEM;
+        }
         t->wbuf = n;
         t->wcap = cap;
     }
@@ -444,13 +566,21 @@ static int stream_write_prepare(aev__op_t *op)
     aev_transport_t *t = T_OF(op, wop);
     op->buf = t->wbuf + t->woff;
     op->len = t->wlen - t->woff;
+    if (t->loop->native_ops && (op->flags & AEV__OP_COMPLETION_OK))
+        t->wbuf_sending = t->wbuf; /* read by the engine until the send completes */
     return 0;
 }
 
 static void stream_write_done(aev__op_t *op, int result, unsigned flags)
 {
-    (void)flags;
     aev_transport_t *t = T_OF(op, wop);
+    t->wbuf_sending = NULL;
+    free(t->wbuf_retired);
+    t->wbuf_retired = NULL;
+    if (AEV__UNLIKELY(!(flags & AEV__OP_MORE)) && stream_op_final(t, op)) {
+        stream_release(t); /* cancelled: the transport is being lost */
+        return;
+    }
     if (t->lost)
         return;
     if (result < 0) {
@@ -579,7 +709,7 @@ void aev_transport_close(aev_transport_t *t)
     if (!t || t->closing)
         return;
     t->closing = 1;
-    (void)aev__op_cancel(t->loop, &t->rop);
+    stream_op_stop(t, &t->rop);
     if (t->sendfile)
         aev__sendfile_wake(t);
     if (t->wlen == t->woff)
@@ -640,8 +770,8 @@ void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)
     if (t->kind != AEV__TRANSPORT_WRITE_PIPE && aev__op_active(&t->rop) &&
         was_buffered != (p->get_buffer != NULL)) {
         /* the receive changes kind (lent buffer / the protocol's own) */
-        if (aev__op_cancel(t->loop, &t->rop) == 0)
-            aev__stream_resume_io(t);
+        stream_op_stop(t, &t->rop); /* restarts with the new kind, now or once it ended */
+        aev__stream_resume_io(t);
     }
 }
 

@@ -7,6 +7,9 @@
 #include "io_op.h"
 #include "loop_internal.h"
 
+#define AEV__HELD_READ 0x01u
+#define AEV__HELD_WRITE 0x02u
+
 /* aev_transport_t.kind */
 enum {
     AEV__TRANSPORT_STREAM = 0, /* a connected stream socket: reads and writes */
@@ -38,6 +41,14 @@ struct aev_transport {
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
+    uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
+                               holds a reference (completion engines) */
+    char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
+                               took effect (completion engines): delivered on resume */
+    size_t rstash_len;
+    uint8_t eof_stashed;    /* ... and an EOF */
+    char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
+    char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
     char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
     size_t wlen, woff, wcap;
     size_t high, low;       /* write-buffer marks */
