@@ -27,7 +27,8 @@
  *    completes the op with that error.
  *  - done() may resubmit the op (the readiness engine then keeps its interest:
  *    no epoll_ctl) or cancel it; the op's memory must stay valid until done()
- *    has returned, so owners free ops from a later callback, not from done().
+ *    has returned, except that the done() of a final completion that follows a
+ *    cancel answered with 1 may free it (nothing touches the op after that).
  *  - aev__op_cancel() returns 0 when the op is finished now (no completion will
  *    come), 1 when a final completion (often -ECANCELED) is still to come.
  *

@@ -282,7 +282,7 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
         if (emulated_more)
             op->active = 1; /* resubmitted below unless done() cancels it */
         op->done(op, result, (more || emulated_more) ? AEV__OP_MORE : 0);
-        if (emulated_more && op->active && !op->eop) {
+        if (emulated_more && op->active && !op->eop) { /* not final: op is alive */
             op->active = 0;
             if (aev__op_completion_submit(loop, op) == 0)
                 op->active = 1;
@@ -291,7 +291,9 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
     }
     if (ring_buf)
         ring_recycle(loop, ev->buffer_id);
-    if (!more && (!op || op->eop != (void *)e))
+    /* after a final completion the op is not touched again (its owner may have freed it in
+     * done); e was detached from it before done */
+    if (!more)
         eop_put(c, e);
 }
 

@@ -176,13 +176,6 @@ static int retry_accept_cb(aev_loop_t *loop, void *arg)
     return 0;
 }
 
-static int server_release_cb(aev_loop_t *loop, void *arg)
-{
-    (void)loop;
-    aev_server_unref(arg);
-    return 0;
-}
-
 static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
 {
     listener_t *l = (listener_t *)((char *)op - offsetof(listener_t, accept));
@@ -192,10 +185,7 @@ static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
         l->held = 0;
         if (fd >= 0)
             close(fd); /* accepted while the cancel was on its way */
-        /* the reference goes from a callback of its own (the op lives in the server); at
-         * loop close, when nothing touches the op after this, at once */
-        if (aev_loop_call_soon(loop, server_release_cb, s, NULL) < 0)
-            aev_server_unref(s);
+        aev_server_unref(s); /* the final done may free the op (io_op.h) */
         return;
     }
     if (fd < 0) { /* the multishot accept ended */

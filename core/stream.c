@@ -48,13 +48,6 @@ static void stream_ops_cancel(aev_transport_t *t)
     stream_op_stop(t, &t->wop);
 }
 
-static int stream_release_cb(aev_loop_t *loop, void *arg)
-{
-    (void)loop;
-    aev_transport_unref(arg);
-    return 0;
-}
-
 /* The final completion of op arrived: 1 if a cancel had taken a reference for it (the
  * caller gives it back with stream_release as its last act). */
 static int stream_op_final(aev_transport_t *t, aev__op_t *op)
@@ -66,13 +59,11 @@ static int stream_op_final(aev_transport_t *t, aev__op_t *op)
     return 1;
 }
 
-/* Gives back a cancel's reference: from a callback of its own, as an op may not be freed
- * inside its done; at loop close (no callbacks any more, and nothing touches the op after
- * its last done) at once. */
+/* Gives back a cancel's reference, as the last act of the op's final done (io_op.h allows
+ * the op to be freed there). */
 static void stream_release(aev_transport_t *t)
 {
-    if (aev_loop_call_soon(t->loop, stream_release_cb, t, NULL) < 0)
-        aev_transport_unref(t);
+    aev_transport_unref(t);
 }
 
 /* ---- lifetime ------------------------------------------------------------------ */

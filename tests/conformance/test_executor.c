@@ -558,13 +558,14 @@ START_TEST(test_set_default_executor)
     ck_assert_msg(tu_log_find(AEV_LOG_ERROR, "aev_executor_free", NULL, NULL) >= 0, "%s",
                   tu_log_dump(buf, sizeof buf));
     aev_future_t *f = NULL;
-    ck_assert_int_eq(aev_loop_run_in_executor(loop, NULL, work_count, &(int){0}, &f), 0);
+    int counter = 0; /* a variable, not a compound literal: a worker writes to it */
+    ck_assert_int_eq(aev_loop_run_in_executor(loop, NULL, work_count, &counter, &f), 0);
     ck_assert_int_eq(aev_loop_run_until_complete(loop, f), 0);
     aev_future_unref(f);
     /* replacing it: the old one is shut down (and freed with the loop) */
     ck_assert_int_eq(aev_loop_set_default_executor(loop, b), 0);
     ck_assert_int_eq(aev_loop_run_in_executor(loop, a, work_fail, NULL, &f), AEV_ESHUTDOWN);
-    ck_assert_int_eq(aev_loop_run_in_executor(loop, NULL, work_count, &(int){0}, &f), 0);
+    ck_assert_int_eq(aev_loop_run_in_executor(loop, NULL, work_count, &counter, &f), 0);
     ck_assert_int_eq(aev_loop_run_until_complete(loop, f), 0);
     aev_future_unref(f);
     tu_loop_free(loop);
