@@ -38,15 +38,15 @@ struct aev_transport {
     uint8_t lost;           /* connection_lost is queued or ran */
     uint8_t writing_paused; /* pause_writing was called, resume_writing not yet */
     uint8_t kind;           /* AEV__TRANSPORT_* */
+    uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
+                               holds a reference (completion engines) */
+    uint8_t eof_stashed;    /* an EOF came after pause_reading, before its cancel took effect */
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
-    uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
-                               holds a reference (completion engines) */
     char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
                                took effect (completion engines): delivered on resume */
     size_t rstash_len;
-    uint8_t eof_stashed;    /* ... and an EOF */
     char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
     char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
     char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
