@@ -268,10 +268,12 @@ static unsigned char *expected(const char *head, size_t head_len, size_t offset,
     *len = head_len + n + tl;
     unsigned char *e = malloc(*len ? *len : 1);
     ck_assert_ptr_nonnull(e);
-    memcpy(e, head, head_len);
+    if (head_len)
+        memcpy(e, head, head_len);
     for (size_t i = 0; i < n; i++)
         e[head_len + i] = file_byte(offset + i);
-    memcpy(e + head_len + n, tail, tl);
+    if (tl)
+        memcpy(e + head_len + n, tail, tl);
     return e;
 }
 
