@@ -25,6 +25,7 @@
 #define T_OF(op, member) ((aev_transport_t *)((char *)(op) - offsetof(aev_transport_t, member)))
 
 static void stream_read_done(aev__op_t *op, int result, unsigned flags);
+static void stream_deliver_other_kind(aev_transport_t *t, const char *data, size_t n);
 static void stream_write_done(aev__op_t *op, int result, unsigned flags);
 static int stream_read_prepare(aev__op_t *op);
 static int stream_write_prepare(aev__op_t *op);
@@ -386,12 +387,8 @@ static int stream_unstash_cb(aev_loop_t *loop, void *arg)
         size_t len = t->rstash_len;
         t->rstash = NULL;
         t->rstash_len = 0;
-        aev_protocol_t *p = t->proto;
-        if (len) {
-            int rc = p->data_received ? p->data_received(p, data, len) : 0;
-            if (rc < 0)
-                protocol_raised(t, "data_received raised", rc);
-        }
+        if (len) /* copied into a buffered protocol's buffers if it is one by now */
+            stream_deliver_other_kind(t, data, len);
         free(data);
         if (t->eof_stashed && t->reading && !t->closing && !t->lost) {
             t->eof_stashed = 0;
@@ -400,6 +397,37 @@ static int stream_unstash_cb(aev_loop_t *loop, void *arg)
     }
     aev_transport_unref(t);
     return 0;
+}
+
+/* Bytes a receive of the other kind brought (the protocol was switched between a plain and a
+ * buffered one while it was in flight): a buffered protocol gets them copied into its
+ * buffers, a plain one straight from where they are. */
+static void stream_deliver_other_kind(aev_transport_t *t, const char *data, size_t n)
+{
+    aev_protocol_t *p = t->proto;
+    if (!p->get_buffer) {
+        int rc = p->data_received ? p->data_received(p, data, n) : 0;
+        if (rc < 0)
+            protocol_raised(t, "data_received raised", rc);
+        return;
+    }
+    while (n > 0 && t->proto == p && !t->closing && !t->lost) {
+        size_t size = 0;
+        char *buf = p->get_buffer(p, n, &size);
+        if (!buf || size == 0) {
+            protocol_raised(t, "get_buffer returned no buffer", -ENOBUFS);
+            return;
+        }
+        size_t k = size < n ? size : n;
+        memcpy(buf, data, k);
+        int rc = p->buffer_updated ? p->buffer_updated(p, k) : 0;
+        if (rc < 0) {
+            protocol_raised(t, "buffer_updated raised", rc);
+            return;
+        }
+        data += k;
+        n -= k;
+    }
 }
 
 static void stream_read_done(aev__op_t *op, int result, unsigned flags)
@@ -430,14 +458,19 @@ static void stream_read_done(aev__op_t *op, int result, unsigned flags)
     }
     aev_protocol_t *p = t->proto;
     if (AEV__LIKELY(result > 0)) {
+        int shared = (op->flags & AEV__OP_SHARED_BUF) != 0;
         int rc;
-        if (op->flags & AEV__OP_SHARED_BUF)
+        if (AEV__UNLIKELY(shared == (p->get_buffer != NULL))) {
+            /* set_protocol changed the protocol's kind while this receive was in flight */
+            stream_deliver_other_kind(t, shared ? op->data : op->buf, (size_t)result);
+            return;
+        }
+        if (shared)
             rc = p->data_received ? p->data_received(p, op->data, (size_t)result) : 0;
         else
             rc = p->buffer_updated ? p->buffer_updated(p, (size_t)result) : 0;
         if (rc < 0)
-            protocol_raised(t, (op->flags & AEV__OP_SHARED_BUF) ? "data_received raised"
-                                                                 : "buffer_updated raised", rc);
+            protocol_raised(t, shared ? "data_received raised" : "buffer_updated raised", rc);
     } else if (result == 0) {
         on_eof(t);
     } else if (result == -ENOBUFS && op->prepare) {
