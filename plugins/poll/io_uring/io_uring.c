@@ -21,6 +21,8 @@
  * IORING_OP_PROVIDE_BUFFERS (before 5.19). Options in [poll.io_uring]:
  * entries (SQ size, default 256), multishot = no, buf_ring = no. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -52,6 +54,38 @@
 #else
 #define MARK_DEFINED(p, n) ((void)0)
 #define UNDER_VALGRIND() 0
+#endif
+
+/* liburing maps and unmaps a ring with raw system calls, which ThreadSanitizer does not see:
+ * a loop's ring mapped at the address of another thread's ring, unmapped a moment before,
+ * looks to it like a race on the SQ entries. A release when a ring goes and an acquire when
+ * one comes, on the addresses of its mappings, order the two for it. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define URING_UNDER_TSAN 1
+#endif
+#endif
+#if !defined(URING_UNDER_TSAN) && defined(__SANITIZE_THREAD__)
+#define URING_UNDER_TSAN 1
+#endif
+#ifdef URING_UNDER_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static void ring_mapped(struct io_uring *ring)
+{
+    __tsan_acquire(ring->sq.sqes);
+    __tsan_acquire(ring->sq.ring_ptr);
+    __tsan_acquire(ring->cq.ring_ptr);
+}
+static void ring_unmapping(struct io_uring *ring)
+{
+    __tsan_release(ring->sq.sqes);
+    __tsan_release(ring->sq.ring_ptr);
+    __tsan_release(ring->cq.ring_ptr);
+}
+#else
+#define ring_mapped(ring) ((void)0)
+#define ring_unmapping(ring) ((void)0)
 #endif
 
 #define DEFAULT_ENTRIES 256u
@@ -267,8 +301,10 @@ static int setup_ring(aev_poll_backend_t *b, unsigned entries)
         p.flags = flag_sets[i];
         p.cq_entries = entries * 4; /* the CQ holds at least twice the SQ */
         rc = io_uring_queue_init_params(entries, &b->ring, &p);
-        if (rc == 0)
+        if (rc == 0) {
+            ring_mapped(&b->ring);
             return 0;
+        }
         if (rc != -EINVAL)
             break;
     }
@@ -339,6 +375,7 @@ static int uring_create(const aev_host_t *host, const aev_plugin_context_t *ctx,
         if (b->wakefd >= 0)
             close(b->wakefd);
         host->free(b->op_ts);
+        ring_unmapping(&b->ring);
         io_uring_queue_exit(&b->ring);
         host->free(b);
         return rc;
@@ -377,6 +414,7 @@ static void uring_destroy(aev_poll_backend_t *b)
             io_uring_cq_advance(&b->ring, seen);
         }
     }
+    ring_unmapping(&b->ring);
     io_uring_queue_exit(&b->ring);
     close(b->wakefd);
     while (b->groups) {
@@ -912,6 +950,15 @@ static int uring_wait(aev_poll_backend_t *b, int64_t timeout_ns, aev_poll_event_
         COUNT_ENTER(b);
         rc = io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, tsp, NULL);
     }
+#ifdef URING_UNDER_TSAN
+    if (rc == -EINTR) {
+        /* ThreadSanitizer runs a signal handler only when the thread passes one of its
+         * interceptors, and io_uring_enter is a raw system call: pass one now, or the
+         * handler of the signal that interrupted the wait would wait for the next one */
+        sigset_t cur;
+        (void)pthread_sigmask(SIG_SETMASK, NULL, &cur);
+    }
+#endif
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     return reap(b, out, max);
@@ -977,6 +1024,7 @@ static int uring_probe(const aev_host_t *host, char *why, size_t size)
         snprintf(why, size, "io_uring_setup: %s%s", strerror(-rc), hint);
         return rc;
     }
+    ring_mapped(&ring);
     static const struct {
         int opcode;
         const char *name;
@@ -1000,6 +1048,7 @@ static int uring_probe(const aev_host_t *host, char *why, size_t size)
         if (p)
             io_uring_free_probe(p);
     }
+    ring_unmapping(&ring);
     io_uring_queue_exit(&ring);
     if (missing) {
         snprintf(why, size, "kernel too old: io_uring lacks %s (Linux 5.7 or newer needed)", missing);
