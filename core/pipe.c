@@ -38,7 +38,7 @@ void aev__pipe_read_eof(aev_transport_t *t)
     /* as asyncio's _read_ready at EOF: closing first, then eof_received, then connection_lost;
      * what eof_received returns is not looked at */
     t->closing = 1;
-    (void)aev__op_cancel(t->loop, &t->rop);
+    aev__stream_op_stop(t, &t->rop);
     if (t->proto && t->proto->eof_received) {
         int rc = t->proto->eof_received(t->proto);
         if (rc < 0) { /* reported as asyncio reports a raising callback; the pipe ends normally */

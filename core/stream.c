@@ -33,7 +33,7 @@ static int stream_write_prepare(aev__op_t *op);
 /* Stops one of t's operations. A readiness engine stops it at once; on a completion engine
  * its final completion is still to come and may touch the transport and its buffers, so the
  * transport holds a reference until then (stream_op_final). */
-static void stream_op_stop(aev_transport_t *t, aev__op_t *op)
+void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op)
 {
     uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
     if (aev__op_cancel(t->loop, op) == 1 && !(t->held & bit)) {
@@ -45,8 +45,8 @@ static void stream_op_stop(aev_transport_t *t, aev__op_t *op)
 /* Stops both operations. */
 static void stream_ops_cancel(aev_transport_t *t)
 {
-    stream_op_stop(t, &t->rop);
-    stream_op_stop(t, &t->wop);
+    aev__stream_op_stop(t, &t->rop);
+    aev__stream_op_stop(t, &t->wop);
 }
 
 /* The final completion of op arrived: 1 if a cancel had taken a reference for it (the
@@ -313,7 +313,7 @@ void aev__stream_resume_io(aev_transport_t *t)
          * any other into the buffer the loop lends */
         int buffered = t->proto && t->proto->get_buffer;
         t->rop.flags = AEV__OP_MULTISHOT | (buffered ? 0 : AEV__OP_SHARED_BUF) |
-                       (t->kind == AEV__TRANSPORT_STREAM ? AEV__OP_COMPLETION_OK : 0);
+                       AEV__OP_COMPLETION_OK; /* sockets, and read pipes (read(2)) */
         t->rop.prepare = buffered ? stream_read_prepare : NULL;
         int rc = aev__op_submit(t->loop, &t->rop);
         if (rc < 0)
@@ -453,7 +453,7 @@ static void stream_read_done(aev__op_t *op, int result, unsigned flags)
         if (!t->reading && !t->closing && !t->lost && result >= 0 && stream_stash(t, op, result) < 0)
             socket_failed(t, "no memory for received data", -ENOMEM);
         else if (flags & AEV__OP_MORE)
-            stream_op_stop(t, op);
+            aev__stream_op_stop(t, op);
         return;
     }
     aev_protocol_t *p = t->proto;
@@ -485,7 +485,7 @@ void aev_transport_pause_reading(aev_transport_t *t)
     if (!t || !t->reading || t->closing)
         return;
     t->reading = 0;
-    stream_op_stop(t, &t->rop);
+    aev__stream_op_stop(t, &t->rop);
 }
 
 void aev_transport_resume_reading(aev_transport_t *t)
@@ -733,7 +733,7 @@ void aev_transport_close(aev_transport_t *t)
     if (!t || t->closing)
         return;
     t->closing = 1;
-    stream_op_stop(t, &t->rop);
+    aev__stream_op_stop(t, &t->rop);
     if (t->sendfile)
         aev__sendfile_wake(t);
     if (t->wlen == t->woff)
@@ -794,7 +794,7 @@ void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)
     if (t->kind != AEV__TRANSPORT_WRITE_PIPE && aev__op_active(&t->rop) &&
         was_buffered != (p->get_buffer != NULL)) {
         /* the receive changes kind (lent buffer / the protocol's own) */
-        stream_op_stop(t, &t->rop); /* restarts with the new kind, now or once it ended */
+        aev__stream_op_stop(t, &t->rop); /* restarts with the new kind, now or once it ended */
         aev__stream_resume_io(t);
     }
 }

@@ -62,6 +62,9 @@ struct aev_transport {
 int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, void *factory_data,
                     aev_server_t *server, aev_transport_t **out);
 void aev__stream_resume_io(aev_transport_t *t);
+/* Stops one of t's operations (t->rop or t->wop); on a completion engine t is held until its
+ * final completion. */
+void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op);
 /* Closes at once (abort, fatal errors): buffer dropped, connection_lost(error) queued. */
 void aev__stream_force_close(aev_transport_t *t, int error);
 /* connection_lost(t->conn_error) soon (once), as asyncio's call_soon(_call_connection_lost). */
