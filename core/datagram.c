@@ -28,7 +28,7 @@
 #include "aev/transport.h"
 #include "io_op.h"
 #include "loop_internal.h"
-#include "stream_internal.h" /* aev__unix_address */
+#include "stream_internal.h" /* aev__unix_address, aev__write_limits_resolve */
 #include "task_internal.h"
 
 #define DGRAM_HIGH_DEFAULT (64u * 1024u)
@@ -605,20 +605,10 @@ int aev_datagram_transport_set_write_buffer_limits(aev_datagram_transport_t *t, 
 {
     if (!t)
         return -EINVAL;
-    size_t h, l;
-    if (high < 0)
-        h = low < 0 ? DGRAM_HIGH_DEFAULT : (size_t)low * 4;
-    else
-        h = (size_t)high;
-    l = low < 0 ? h / 4 : (size_t)low;
-    if (l > h) {
-        aev__set_detail("high (%zu) must be >= low (%zu) must be >= 0", h, l);
-        return -EINVAL;
-    }
-    t->high = h;
-    t->low = l;
-    maybe_pause_protocol(t);
-    return 0;
+    int rc = aev__write_limits_resolve(high, low, DGRAM_HIGH_DEFAULT, &t->high, &t->low);
+    if (rc == 0)
+        maybe_pause_protocol(t);
+    return rc;
 }
 
 void aev_datagram_transport_get_write_buffer_limits(const aev_datagram_transport_t *t, size_t *low,

@@ -50,7 +50,8 @@ static void stream_ops_cancel(aev_transport_t *t)
 }
 
 /* The final completion of op arrived: 1 if a cancel had taken a reference for it (the
- * caller gives it back with stream_release as its last act). */
+ * caller gives it back with aev_transport_unref as its last act: io_op.h lets the final
+ * done of a cancelled op free it). */
 static int stream_op_final(aev_transport_t *t, aev__op_t *op)
 {
     uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
@@ -58,13 +59,6 @@ static int stream_op_final(aev_transport_t *t, aev__op_t *op)
         return 0;
     t->held &= (uint8_t)~bit;
     return 1;
-}
-
-/* Gives back a cancel's reference, as the last act of the op's final done (io_op.h allows
- * the op to be freed there). */
-static void stream_release(aev_transport_t *t)
-{
-    aev_transport_unref(t);
 }
 
 /* ---- lifetime ------------------------------------------------------------------ */
@@ -446,7 +440,7 @@ static void stream_read_done(aev__op_t *op, int result, unsigned flags)
         }
         if (result != 0)
             aev__stream_resume_io(t);
-        stream_release(t);
+        aev_transport_unref(t); /* the cancel's reference */
         return;
     }
     if (AEV__UNLIKELY(!t->reading || t->closing || t->lost)) {
@@ -602,7 +596,7 @@ static void stream_write_done(aev__op_t *op, int result, unsigned flags)
     free(t->wbuf_retired);
     t->wbuf_retired = NULL;
     if (AEV__UNLIKELY(!(flags & AEV__OP_MORE)) && stream_op_final(t, op)) {
-        stream_release(t); /* cancelled: the transport is being lost */
+        aev_transport_unref(t); /* cancelled: the cancel's reference (being lost) */
         return;
     }
     if (t->lost)
@@ -752,24 +746,27 @@ int aev_transport_is_closing(const aev_transport_t *t)
     return t && (t->closing || t->lost) ? 1 : 0;
 }
 
+int aev__write_limits_resolve(long high, long low, size_t default_high, size_t *h, size_t *l)
+{
+    size_t hi = high < 0 ? (low < 0 ? default_high : (size_t)low * 4) : (size_t)high;
+    size_t lo = low < 0 ? hi / 4 : (size_t)low;
+    if (lo > hi) {
+        aev__set_detail("high (%zu) must be >= low (%zu) must be >= 0", hi, lo);
+        return -EINVAL;
+    }
+    *h = hi;
+    *l = lo;
+    return 0;
+}
+
 int aev_transport_set_write_buffer_limits(aev_transport_t *t, long high, long low)
 {
     if (!t)
         return -EINVAL;
-    size_t h, l;
-    if (high < 0)
-        h = low < 0 ? AEV__STREAM_HIGH_DEFAULT : (size_t)low * 4;
-    else
-        h = (size_t)high;
-    l = low < 0 ? h / 4 : (size_t)low;
-    if (l > h) {
-        aev__set_detail("high (%zu) must be >= low (%zu) must be >= 0", h, l);
-        return -EINVAL;
-    }
-    t->high = h;
-    t->low = l;
-    maybe_pause_protocol(t);
-    return 0;
+    int rc = aev__write_limits_resolve(high, low, AEV__STREAM_HIGH_DEFAULT, &t->high, &t->low);
+    if (rc == 0)
+        maybe_pause_protocol(t);
+    return rc;
 }
 
 void aev_transport_get_write_buffer_limits(const aev_transport_t *t, size_t *low, size_t *high)

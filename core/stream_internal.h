@@ -62,6 +62,10 @@ struct aev_transport {
 int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, void *factory_data,
                     aev_server_t *server, aev_transport_t **out);
 void aev__stream_resume_io(aev_transport_t *t);
+/* set_write_buffer_limits(high, low) as asyncio resolves them (negative: the default, or 4 x
+ * low; low defaults to high / 4) for stream and datagram transports. -EINVAL + detail if
+ * low > high. */
+int aev__write_limits_resolve(long high, long low, size_t default_high, size_t *h, size_t *l);
 /* Stops one of t's operations (t->rop or t->wop); on a completion engine t is held until its
  * final completion. */
 void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op);
