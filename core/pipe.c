@@ -9,7 +9,9 @@
  *    asyncio; a regular file is refused. The fd is made non-blocking.
  *  - the operations: read(2) (AEV_OP_READV) for a read pipe, write(2)
  *    (AEV_OP_WRITEV, without SIGPIPE) for a write pipe, so that FIFOs and
- *    character devices work; a socket used as a write pipe keeps sendmsg.
+ *    character devices work; a socket used as a write pipe keeps sendmsg. On a
+ *    proactor loop a FIFO's waited writes run as native io_uring writes while the
+ *    process ignores SIGPIPE, else on the readiness half (aev__pipe_write_route).
  *  - EOF on a read pipe: eof_received (its answer does not matter: a read pipe
  *    cannot stay half open), then connection_lost(0).
  *  - a write pipe learns that the reader went away as asyncio does, by watching
@@ -23,6 +25,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,6 +54,32 @@ void aev__pipe_read_eof(aev_transport_t *t)
 }
 
 /* ---- write pipes --------------------------------------------------------------------- */
+
+/* Does the process ignore SIGPIPE (SIG_IGN)? One rt_sigaction(2) that changes nothing. */
+static int sigpipe_ignored(void)
+{
+    struct sigaction sa;
+    return sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_IGN;
+}
+
+void aev__pipe_write_route(aev_transport_t *t)
+{
+    /* FIFOs only: a character device's driver may not wait natively for room (io_uring
+     * hands some of them to a worker thread or answers EAGAIN); a socket sends with
+     * MSG_NOSIGNAL and runs natively anyway (stream.c) */
+    if (t->kind != AEV__TRANSPORT_WRITE_PIPE || t->wop.opcode != AEV_OP_WRITEV ||
+        t->rop.opcode != AEV_OP_POLL || aev__op_active(&t->wop) || !t->loop->native_ops)
+        return;
+    /* io_uring's write(2) has no MSG_NOSIGNAL: a reader gone raises SIGPIPE in the loop
+     * thread (the kernel's pipe_write signals the task that runs the write, here the loop
+     * thread in io_uring_enter or its task work), which kills a process that did not ignore
+     * it. So natively only while SIGPIPE is ignored; otherwise the readiness half writes
+     * with the signal blocked and taken back (aev__writev_nosigpipe). */
+    if (sigpipe_ignored())
+        t->wop.flags |= AEV__OP_COMPLETION_OK;
+    else
+        t->wop.flags &= (uint8_t)~AEV__OP_COMPLETION_OK;
+}
 
 /* The write end became readable: the reader is gone (or, on a socket, the peer sent data or
  * EOF, which a write pipe takes for the same, as asyncio). */
@@ -136,7 +165,8 @@ static int pipe_connect(aev_loop_t *loop, aev_protocol_factory_fn factory, void 
         t->rop.flags = 0;
         if (!S_ISSOCK(st.st_mode)) { /* a socket keeps sendmsg with MSG_NOSIGNAL */
             t->wop.opcode = AEV_OP_WRITEV;
-            t->wop.flags = AEV__OP_NOSIGPIPE;
+            t->wop.flags = AEV__OP_NOSIGPIPE; /* on the readiness half */
+            aev__pipe_write_route(t);
         }
     }
     /* done once connection_made ran, as asyncio returns only then */

@@ -677,6 +677,8 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
         }
     }
     if (was_empty && t->made) {
+        if (t->kind == AEV__TRANSPORT_WRITE_PIPE)
+            aev__pipe_write_route(t); /* pipe.c: which half, by SIGPIPE's disposition */
         int rc = aev__op_submit(t->loop, &t->wop);
         if (rc < 0) {
             socket_failed(t, "could not watch the socket for writing", rc);

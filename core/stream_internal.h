@@ -78,6 +78,9 @@ void aev__stream_lost_soon(aev_transport_t *t);
  * connection_made ran (start watching for the reader going away). */
 void aev__pipe_read_eof(aev_transport_t *t);
 void aev__pipe_made(aev_transport_t *t);
+/* pipe.c: a write pipe's send is about to start (not active): it runs natively on a proactor
+ * loop only while the process ignores SIGPIPE (checked now, one rt_sigaction). */
+void aev__pipe_write_route(aev_transport_t *t);
 
 /* A server's connection ended (from connection_lost). */
 void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);

@@ -316,6 +316,14 @@ static aev_loop_t *loop_new(void)
     return loop;
 }
 
+/* The loop tests over write pipes run twice: _i 0 with SIGPIPE at its default disposition
+ * (the write pipe's waited writes stay on the readiness half on every loop), _i 1 with SIGPIPE
+ * ignored (on a proactor loop they run as native io_uring writes). */
+static void sigpipe_for(int ignored)
+{
+    signal(SIGPIPE, ignored ? SIG_IGN : SIG_DFL);
+}
+
 /* ---- read pipes ---------------------------------------------------------------------- */
 
 /* A shell writes two lines and exits: data in order, then eof_received, then
@@ -503,7 +511,7 @@ END_TEST
  * us connection_lost(0). */
 START_TEST(test_write_pipe_child_reader_flow_control)
 {
-    signal(SIGPIPE, SIG_DFL);
+    sigpipe_for(_i);
     int fds0 = fd_count();
     aev_loop_t *loop = loop_new();
     int p[2], res[2];
@@ -554,6 +562,7 @@ START_TEST(test_write_pipe_child_reader_flow_control)
     tu_loop_free(loop);
     ck_assert_int_eq(fd_count(), fds0);
     free(r);
+    sigpipe_for(0);
 }
 END_TEST
 
@@ -561,7 +570,7 @@ END_TEST
  * sees EOF) and connection_lost(0) follows; writing after write_eof is refused. */
 START_TEST(test_write_pipe_write_eof)
 {
-    signal(SIGPIPE, SIG_DFL);
+    sigpipe_for(_i);
     int fds0 = fd_count();
     aev_loop_t *loop = loop_new();
     int p[2], res[2];
@@ -590,6 +599,7 @@ START_TEST(test_write_pipe_write_eof)
     tu_loop_free(loop);
     ck_assert_int_eq(fd_count(), fds0);
     free(r);
+    sigpipe_for(0);
 }
 END_TEST
 
@@ -599,7 +609,7 @@ END_TEST
  * write then tells). */
 START_TEST(test_write_pipe_reader_exits_early)
 {
-    signal(SIGPIPE, SIG_DFL);
+    sigpipe_for(_i);
     int fds0 = fd_count();
     aev_loop_t *loop = loop_new();
     for (int mode = 0; mode < 2; mode++) {
@@ -632,6 +642,7 @@ START_TEST(test_write_pipe_reader_exits_early)
     }
     tu_loop_free(loop);
     ck_assert_int_eq(fd_count(), fds0);
+    sigpipe_for(0);
 }
 END_TEST
 
@@ -666,7 +677,7 @@ END_TEST
  * no SIGPIPE, later writes refused. */
 START_TEST(test_write_pipe_write_after_reader_gone)
 {
-    signal(SIGPIPE, SIG_DFL);
+    sigpipe_for(_i);
     aev_loop_t *loop = loop_new();
     int p[2];
     make_pipe(p);
@@ -684,12 +695,14 @@ START_TEST(test_write_pipe_write_after_reader_gone)
     ck_assert(!sigismember(&pending, SIGPIPE));
     tu_loop_free(loop);
     free(r);
+    sigpipe_for(0);
 }
 END_TEST
 
 /* abort drops the buffer at once: connection_lost(0), the reader gets less than was written. */
 START_TEST(test_write_pipe_abort)
 {
+    sigpipe_for(_i);
     int fds0 = fd_count();
     aev_loop_t *loop = loop_new();
     int p[2];
@@ -718,6 +731,163 @@ START_TEST(test_write_pipe_abort)
     tu_loop_free(loop);
     ck_assert_int_eq(fd_count(), fds0);
     free(r);
+    sigpipe_for(0);
+}
+END_TEST
+
+/* Reads what the pipe's read end rfd (non-blocking) holds now; returns the bytes read, and sets
+ * *eof at EOF. */
+static size_t drain_now(int rfd, int *eof)
+{
+    char b[65536];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(rfd, b, sizeof b)) > 0)
+        got += (size_t)n;
+    if (n == 0)
+        *eof = 1;
+    return got;
+}
+
+/* A write waits (1 MiB into a 64 KiB pipe: on a proactor loop with SIGPIPE ignored, a native
+ * io_uring write is in flight) when: mode 0, the reader closes: connection_lost(-EPIPE), as
+ * asyncio's BrokenPipeError, not reported, and no signal; mode 1, abort: connection_lost(0)
+ * at once, the reader gets a prefix of the data and EOF; mode 2, close: every byte still
+ * arrives, then EOF and connection_lost(0). _i / 3: SIGPIPE ignored (see sigpipe_for). */
+START_TEST(test_write_pipe_send_in_flight)
+{
+    int mode = _i % 3;
+    sigpipe_for(_i / 3);
+    int fds0 = fd_count();
+    aev_loop_t *loop = loop_new();
+    int p[2];
+    make_pipe(p);
+    ck_assert_int_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    rec_t *r = rec_new();
+    aev_transport_t *t = aev_transport_ref(connect_pipe(loop, aev_loop_connect_write_pipe, r, p[1]));
+    size_t total = 1u << 20;
+    unsigned char *data = pattern(total);
+    ck_assert_int_eq(aev_transport_write(t, data, total), 0);
+    size_t buffered = aev_transport_get_write_buffer_size(t);
+    ck_assert_uint_gt(buffered, 0);
+    for (int i = 0; i < 3; i++) /* the waiting write is handed to the kernel */
+        tu_run_once(loop);
+    ck_assert_uint_eq(aev_transport_get_write_buffer_size(t), buffered); /* the pipe is full */
+    ck_assert_int_eq(r->lost, 0);
+    size_t got = 0;
+    int eof = 0;
+    if (mode == 0) {
+        close(p[0]);
+        p[0] = -1;
+        run_until(loop, &r->lost, 5);
+        ck_assert_int_eq(r->lost_error, -EPIPE);
+        ck_assert_int_eq(g_exc_calls, 0);
+        ck_assert_int_ne(aev_transport_write(t, "x", 1), 0); /* refused */
+    } else if (mode == 1) {
+        aev_transport_abort(t);
+        ck_assert_uint_eq(aev_transport_get_write_buffer_size(t), 0);
+        run_until(loop, &r->lost, 5);
+        ck_assert_int_eq(r->lost_error, 0);
+        got = drain_now(p[0], &eof);
+        ck_assert_int_eq(eof, 1);
+        ck_assert_uint_eq(got, total - buffered); /* nothing of the cancelled write */
+    } else {
+        aev_transport_close(t);
+        ck_assert_int_eq(aev_transport_is_closing(t), 1);
+        double end = tu_now() + 10;
+        while (!eof && tu_now() < end) {
+            got += drain_now(p[0], &eof);
+            tu_run_once(loop);
+        }
+        ck_assert_int_eq(eof, 1);
+        ck_assert_uint_eq(got, total);
+        ck_assert_int_eq(r->lost, 1);
+        ck_assert_int_eq(r->lost_error, 0);
+    }
+    ck_assert_int_eq(r->lost, 1);
+    ck_assert_int_eq(aev_transport_is_closing(t), 1);
+    ck_assert_int_eq(tu_fd_is_open(p[1]), 0);
+    sigset_t pending;
+    sigpending(&pending);
+    ck_assert(!sigismember(&pending, SIGPIPE));
+    aev_transport_unref(t);
+    if (p[0] >= 0)
+        close(p[0]);
+    free(data);
+    tu_loop_free(loop);
+    ck_assert_int_eq(fd_count(), fds0);
+    free(r);
+    sigpipe_for(0);
+}
+END_TEST
+
+/* In a child process (no Check calls): a write pipe whose write waits in a full pipe when the
+ * reader closes. ign_connect / ign_write: is SIGPIPE ignored when the pipe is connected / when
+ * the write starts to wait. Exit status 0: connection_lost(-EPIPE) came and the process lives;
+ * a SIGPIPE that got through kills it instead. */
+static int broken_pipe_child(int ign_connect, int ign_write)
+{
+    signal(SIGPIPE, ign_connect ? SIG_IGN : SIG_DFL);
+    aev_loop_t *loop = NULL;
+    if (aev_loop_new(NULL, &loop) < 0)
+        return 10;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return 11;
+    rec_t r;
+    memset(&r, 0, sizeof r);
+    r.proto.connection_made = r_made;
+    r.proto.connection_lost = r_lost;
+    aev_future_t *f = NULL;
+    if (aev_loop_connect_write_pipe(loop, rec_factory, &r, p[1], &f) < 0 ||
+        aev_loop_run_until_complete(loop, f) < 0 || !r.t)
+        return 12;
+    aev_future_unref(f);
+    signal(SIGPIPE, ign_write ? SIG_IGN : SIG_DFL);
+    static unsigned char big[1 << 20];
+    if (aev_transport_write(r.t, big, sizeof big) < 0 || aev_transport_get_write_buffer_size(r.t) == 0)
+        return 13;
+    for (int i = 0; i < 3; i++) {
+        aev_loop_stop(loop);
+        aev_loop_run_forever(loop);
+    }
+    close(p[0]);
+    double end = tu_now() + 5;
+    while (!r.lost && tu_now() < end) {
+        aev_loop_call_later(loop, 0.002, tu_stop_cb, NULL, NULL);
+        aev_loop_run_forever(loop);
+    }
+    if (!r.lost)
+        return 14;
+    if (r.lost_error != -EPIPE)
+        return 15;
+    aev_loop_close(loop);
+    aev_loop_free(loop);
+    return 0;
+}
+
+/* SIGPIPE at its default disposition: the reader closing while a write waits gives
+ * connection_lost(-EPIPE) and the process survives (the write pipe stays on the readiness half,
+ * which takes the signal back). _i 0: default all along; _i 1: ignored when the pipe was
+ * connected, default again when the write starts to wait (checked again then); _i 2: ignored
+ * throughout (the native path on proactor). Each in a child of its own, which a leaked SIGPIPE
+ * would kill. */
+START_TEST(test_write_pipe_sigpipe_child_survives)
+{
+    static const int scen[3][2] = {{0, 0}, {1, 0}, {1, 1}};
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(broken_pipe_child(scen[_i][0], scen[_i][1]));
+    int st = 0;
+    pid_t w;
+    do
+        w = waitpid(pid, &st, 0);
+    while (w < 0 && errno == EINTR);
+    ck_assert_int_eq(w, pid);
+    ck_assert_msg(!WIFSIGNALED(st), "the child was killed by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
 }
 END_TEST
 
@@ -816,6 +986,7 @@ END_TEST
 /* Closing the loop with pipe transports open: connection_lost(AEV_ECLOSED), fds closed. */
 START_TEST(test_loop_close_with_open_pipes)
 {
+    sigpipe_for(_i);
     int fds0 = fd_count();
     aev_loop_t *loop = loop_new();
     int a[2], b[2];
@@ -840,6 +1011,7 @@ START_TEST(test_loop_close_with_open_pipes)
     free(rd);
     free(wr);
     ck_assert_int_eq(fd_count(), fds0);
+    sigpipe_for(0);
 }
 END_TEST
 
@@ -852,15 +1024,17 @@ static Suite *pipe_suite(void)
     TU_ADD(s, test_read_pipe_eof_raises);
     TU_ADD(s, test_read_pipe_close_abort);
     TU_ADD(s, test_read_pipe_pty_eio);
-    TU_ADD(s, test_write_pipe_child_reader_flow_control);
-    TU_ADD(s, test_write_pipe_write_eof);
-    TU_ADD(s, test_write_pipe_reader_exits_early);
+    TU_ADD_LOOP(s, test_write_pipe_child_reader_flow_control, 2);
+    TU_ADD_LOOP(s, test_write_pipe_write_eof, 2);
+    TU_ADD_LOOP(s, test_write_pipe_reader_exits_early, 2);
     TU_ADD(s, test_write_pipe_reader_closes_idle);
-    TU_ADD(s, test_write_pipe_write_after_reader_gone);
-    TU_ADD(s, test_write_pipe_abort);
+    TU_ADD_LOOP(s, test_write_pipe_write_after_reader_gone, 2);
+    TU_ADD_LOOP(s, test_write_pipe_abort, 2);
+    TU_ADD_LOOP(s, test_write_pipe_send_in_flight, 6);
+    TU_ADD_LOOP(s, test_write_pipe_sigpipe_child_survives, 3);
     TU_ADD(s, test_fd_kinds);
     TU_ADD(s, test_socketpair_as_pipe);
-    TU_ADD(s, test_loop_close_with_open_pipes);
+    TU_ADD_LOOP(s, test_loop_close_with_open_pipes, 2);
     return s;
 }
 

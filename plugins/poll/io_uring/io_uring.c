@@ -484,6 +484,13 @@ static int flush_dirty(aev_poll_backend_t *b)
 
 /* ---- completion operations -------------------------------------------------------- */
 
+/* A read or write of one buffer moves at most 1 GiB per operation (the SQE's length is 32
+ * bits; the kernel moves less than 2 GiB per call anyway): a short count, never a wrapped one. */
+static unsigned rw_len(size_t len)
+{
+    return len > (1u << 30) ? (1u << 30) : (unsigned)len;
+}
+
 static int prep_op(aev_poll_backend_t *b, aev_poll_op_t *op, struct io_uring_sqe *sqe)
 {
     uint32_t opd = (uint32_t)(uintptr_t)op->engine_data;
@@ -513,11 +520,16 @@ static int prep_op(aev_poll_backend_t *b, aev_poll_op_t *op, struct io_uring_sqe
     case AEV_OP_READV:
         if (bs)
             io_uring_prep_read(sqe, op->fd, NULL, (unsigned)op->len, (uint64_t)off);
+        else if (op->iovcnt == 0) /* one buffer: buf, len (read(2)) */
+            io_uring_prep_read(sqe, op->fd, op->buf, rw_len(op->len), (uint64_t)off);
         else
             io_uring_prep_readv(sqe, op->fd, op->iov, op->iovcnt, (uint64_t)off);
         break;
     case AEV_OP_WRITEV:
-        io_uring_prep_writev(sqe, op->fd, op->iov, op->iovcnt, (uint64_t)off);
+        if (op->iovcnt == 0) /* one buffer: buf, len (write(2)) */
+            io_uring_prep_write(sqe, op->fd, op->buf, rw_len(op->len), (uint64_t)off);
+        else
+            io_uring_prep_writev(sqe, op->fd, op->iov, op->iovcnt, (uint64_t)off);
         break;
     case AEV_OP_ACCEPT:
         if (ms)
@@ -784,6 +796,11 @@ static void mark_received(aev_poll_backend_t *b, const aev_poll_op_t *op, const 
         MARK_DEFINED(op->buf, n);
         break;
     case AEV_OP_READV:
+        if (op->iovcnt == 0) { /* one buffer */
+            MARK_DEFINED(op->buf, n < op->len ? n : op->len);
+            break;
+        }
+        /* fall through */
     case AEV_OP_RECVMSG: {
         const struct iovec *iov = op->opcode == AEV_OP_READV ? op->iov : op->msg->msg_iov;
         size_t cnt = op->opcode == AEV_OP_READV ? op->iovcnt : op->msg->msg_iovlen;
