@@ -665,6 +665,82 @@ START_TEST(test_cancel_midway)
 }
 END_TEST
 
+static aev_transport_t *g_close_when_done;
+static int close_when_done_cb(aev_future_t *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    aev_transport_close(g_close_when_done);
+    return 0;
+}
+
+/* Cancelled mid-transfer, then resumed where it stopped: the peer's bytes sent while the
+ * transfer ran (reading is paused then: on a proactor loop the native receive was cancelled
+ * and may have raced them) arrive after the cancel, in order; a write goes next; a second
+ * sendfile from the file position (the offset + what went), with a count past the end of the
+ * file, sends the rest and says how much. The peer gets the file from the first offset exactly
+ * once, with the write between the two parts. _i: 0 native sendfile over TCP, 1 over a Unix
+ * socket, 2 the fallback. */
+START_TEST(test_cancel_then_resume)
+{
+    int fds0 = count_fds();
+    set_fallback(_i == 2);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t r;
+    int peer;
+    aev_transport_t *t = make_conn(loop, &r, _i == 1 ? FAM_UNIX : FAM_V4, 1, &peer);
+    int file = temp_file(FILE_SIZE);
+    const off_t off = 4097;
+    aev_future_t *f = NULL;
+    ck_assert_int_eq(aev_loop_sendfile(loop, t, file, off, 0, 1, &f), 0);
+    run_until_peer_readable(loop, peer, f);
+    tu_write(peer, "HELLO");
+    for (int i = 0; i < 5; i++)
+        tu_run_once(loop);
+    ck_assert_uint_eq(r.got, 0); /* reading is paused while the file goes */
+    ck_assert_int_eq(aev_future_cancel(f, "stop"), 1);
+    ck_assert_int_eq(wait_fut(loop, f, NULL), AEV_ECANCELLED);
+    aev_future_unref(f);
+    off_t pos = file_pos(file);
+    ck_assert_int_gt(pos, off);
+    ck_assert_int_lt(pos, (off_t)FILE_SIZE);
+    size_t first = (size_t)(pos - off);
+    double end = tu_now() + 5;
+    while (r.got < 5 && tu_now() < end) /* reading again: HELLO */
+        tu_run_once(loop);
+    ck_assert_uint_eq(r.got, 5);
+    ck_assert_int_eq(memcmp(r.buf, "HELLO", 5), 0);
+    ck_assert_int_eq(aev_transport_write(t, "MID", 3), 0);
+    ck_assert_int_eq(aev_loop_sendfile(loop, t, file, pos, (int64_t)FILE_SIZE, 1, &f), 0);
+    g_close_when_done = t;
+    ck_assert_int_eq(aev_future_add_done_callback(f, close_when_done_cb, NULL), 0);
+    size_t n;
+    unsigned char *got = peer_read_all(loop, peer, &n); /* until the close's EOF */
+    void *v = NULL;
+    ck_assert_int_eq(aev_future_result(f, &v), 0);
+    ck_assert_int_eq((intptr_t)v, (intptr_t)(FILE_SIZE - (size_t)pos)); /* shorter than count */
+    ck_assert_int_eq(file_pos(file), (off_t)FILE_SIZE);
+    aev_future_unref(f);
+    ck_assert_uint_eq(n, FILE_SIZE - (size_t)off + 3);
+    for (size_t i = 0; i < first; i++)
+        if (got[i] != file_byte((size_t)off + i))
+            ck_abort_msg("byte %zu of the first part differs", i);
+    ck_assert_int_eq(memcmp(got + first, "MID", 3), 0);
+    for (size_t i = first + 3; i < n; i++)
+        if (got[i] != file_byte((size_t)off + i - 3))
+            ck_abort_msg("byte %zu of the second part differs", i - first - 3);
+    free(got);
+    run_until(loop, &r.lost, 5);
+    ck_assert_int_eq(r.lost_error, 0);
+    ck_assert_int_eq(r.pauses, r.resumes);
+    close(peer);
+    close(file);
+    tu_loop_free(loop);
+    set_fallback(0);
+    ck_assert_int_eq(count_fds(), fds0);
+}
+END_TEST
+
 /* Cancelled before it ran, and while it waited for the write buffer to drain: nothing of the
  * file went, the position is the offset, the transport writes and reads again. */
 START_TEST(test_cancel_early)
@@ -925,6 +1001,7 @@ static Suite *sendfile_suite(void)
     TU_ADD(s, test_peer_reset_midway);
     TU_ADD(s, test_cancel_midway);
     TU_ADD(s, test_cancel_early);
+    TU_ADD_LOOP(s, test_cancel_then_resume, 3);
     TU_ADD(s, test_loop_close_midway);
     TU_ADD(s, test_no_fallback);
     TU_ADD(s, test_native_refused_falls_back);
