@@ -167,8 +167,8 @@ enum aev_poll_opcode {
     AEV_OP_SEND,     /* fd, buf, len, msg_flags */
     AEV_OP_RECVMSG,  /* fd, msg, msg_flags */
     AEV_OP_SENDMSG,  /* fd, msg, msg_flags */
-    AEV_OP_READV,    /* fd, iov, iovcnt, offset (-1: current position) */
-    AEV_OP_WRITEV,   /* fd, iov, iovcnt, offset */
+    AEV_OP_READV,    /* fd, iov, iovcnt, offset (-1: current position); iovcnt 0: buf, len */
+    AEV_OP_WRITEV,   /* fd, iov, iovcnt, offset; iovcnt 0: buf, len (write(2)) */
     AEV_OP_ACCEPT,   /* fd, addr, addrlen_inout, sock_flags */
     AEV_OP_CONNECT,  /* fd, addr, addrlen */
     AEV_OP_POLL,     /* fd, poll_events: one readiness event (multishot: until cancelled) */
