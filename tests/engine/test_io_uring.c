@@ -90,8 +90,9 @@ static const char *const configs[][7] = {
     {NULL},                                   /* what the kernel offers */
     {"multishot", "no", NULL},                /* multishot emulated by resubmission */
     {"buf_ring", "no", "multishot", "no", NULL}, /* and IORING_OP_PROVIDE_BUFFERS */
+    {"defer_taskrun", "yes", NULL},           /* completions posted only inside the wait */
 };
-#define N_CONFIGS 3
+#define N_CONFIGS 4
 
 static aev_poll_backend_t *engine_new_with(const aev_poll_ops_t *o, const char *const *kv)
 {
@@ -963,6 +964,61 @@ START_TEST(test_bad_entries_option)
 }
 END_TEST
 
+struct foreign_wait {
+    aev_poll_backend_t *b;
+    int rc;
+    char detail[256];
+};
+
+static void *wait_from_thread(void *arg)
+{
+    struct foreign_wait *f = arg;
+    aev_poll_event_t ev[4];
+    detail[0] = 0;
+    f->rc = ops->wait(f->b, 0, ev, 4);
+    snprintf(f->detail, sizeof f->detail, "%s", detail);
+    return NULL;
+}
+
+/* defer_taskrun: the first thread that waits owns the ring; another one is refused with a
+ * reason, wake-ups from other threads still reach the owner, and the value is checked. */
+START_TEST(test_defer_taskrun_one_thread)
+{
+    static const char *const kv[] = {"defer_taskrun", "yes", NULL};
+    aev_poll_backend_t *b = engine_new(kv);
+    aev_poll_event_t ev[4];
+    int sv[2];
+    make_pair(SOCK_STREAM, sv);
+    /* ops queued before the first wait run once this thread enables the ring */
+    ck_assert_int_eq(ops->watch(b, sv[0], 0, AEV_POLL_IN), 0);
+    put(sv[1], "x");
+    ck_assert_uint_eq(fd_events(b, 1000 * MS, sv[0]), AEV_POLL_IN);
+    struct foreign_wait f = {.b = b, .rc = 1};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, wait_from_thread, &f), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(f.rc, -EEXIST);
+    ck_assert_msg(strstr(f.detail, "defer_taskrun"), "detail: %s", f.detail);
+    /* the owner goes on; a wake from another thread ends its wait(-1) */
+    ck_assert_int_eq(ops->watch(b, sv[0], AEV_POLL_IN, 0), 0);
+    struct waker w = {b, 30};
+    ck_assert_int_eq(pthread_create(&th, NULL, wake_later, &w), 0);
+    int64_t t0 = now_ns();
+    ck_assert_int_eq(ops->wait(b, -1, ev, 4), 0);
+    ck_assert_int_lt(now_ns() - t0, 1500 * MS);
+    pthread_join(th, NULL);
+    ops->destroy(b);
+    close(sv[0]);
+    close(sv[1]);
+
+    static const char *const bad[] = {"defer_taskrun", "maybe", NULL};
+    b = NULL;
+    ck_assert_int_eq(ops->create(&host, (const aev_plugin_context_t *)bad, &b), -EINVAL);
+    ck_assert_ptr_null(b);
+    ck_assert_msg(strstr(detail, "defer_taskrun") && strstr(detail, "maybe"), "detail: %s", detail);
+}
+END_TEST
+
 /* ---- the suite -------------------------------------------------------------------- */
 
 static Suite *engine_suite(void)
@@ -982,6 +1038,7 @@ static Suite *engine_suite(void)
     tc = tcase_create("probe");
     tcase_add_test(tc, test_probe_refused_by_seccomp);
     tcase_add_test(tc, test_bad_entries_option);
+    tcase_add_test(tc, test_defer_taskrun_one_thread);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("completion");

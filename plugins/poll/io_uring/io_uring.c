@@ -22,6 +22,7 @@
  * entries (SQ size, default 256), multishot = no, buf_ring = no. */
 #include <errno.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -139,6 +140,10 @@ struct aev_poll_backend {
     int native_ms_accept, native_ms_recv, native_ms_poll, use_buf_ring, have_cancel_any;
     struct buf_group *groups;
     int block_in_ppoll; /* under valgrind: see the comment at MARK_DEFINED */
+    /* option defer_taskrun: the ring is created disabled and enabled by the first thread that
+     * enters it, which then is the only one that may (IORING_SETUP_SINGLE_ISSUER) */
+    int defer_taskrun, ring_disabled, issuer_known;
+    pthread_t issuer;
 #ifdef AEV_URING_TEST_HOOKS
     unsigned long enters;
 #endif
@@ -171,11 +176,42 @@ static uint32_t from_poll_mask(unsigned m)
            (m & POLLNVAL ? AEV_POLL_NVAL : 0u);
 }
 
+/* Before any io_uring_enter: with defer_taskrun, enables the ring for this thread at the
+ * first call and refuses any other thread after (-EEXIST + detail). */
+static int ring_enter_check(aev_poll_backend_t *b)
+{
+    if (!b->defer_taskrun)
+        return 0;
+    if (b->ring_disabled) {
+        /* liburing 2.3 declares io_uring_enable_rings but its library does not export it */
+        int rc = (int)syscall(__NR_io_uring_register, b->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                              NULL, 0);
+        if (rc < 0)
+            rc = -errno;
+        if (rc < 0) {
+            b->host->set_error_detail("io_uring: enabling the ring: %s", strerror(-rc));
+            return rc;
+        }
+        b->ring_disabled = 0;
+        b->issuer = pthread_self();
+        b->issuer_known = 1;
+        return 0;
+    }
+    if (b->issuer_known && !pthread_equal(b->issuer, pthread_self())) {
+        b->host->set_error_detail("io_uring: with defer_taskrun = yes a loop runs only on the "
+                                  "thread that first ran it");
+        return -EEXIST;
+    }
+    return 0;
+}
+
 /* An SQE; when the SQ is full, what is queued is submitted first (one extra enter). */
 static struct io_uring_sqe *get_sqe(aev_poll_backend_t *b)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
     while (!sqe) {
+        if (ring_enter_check(b) < 0)
+            return NULL;
         COUNT_ENTER(b);
         int rc = io_uring_submit(&b->ring);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
@@ -285,8 +321,12 @@ static int opt_off(const char *v)
 
 static int setup_ring(aev_poll_backend_t *b, unsigned entries)
 {
-    /* Flag sets tried in order: the newest kernels first, then what 5.5 has. */
+    /* Flag sets tried in order: the newest kernels first, then what 5.5 has. The first
+     * (6.1) only with the option defer_taskrun: completions are then posted only inside the
+     * loop's own io_uring_enter, never by interrupting it, but one thread owns the ring. */
     static const unsigned flag_sets[] = {
+        IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_R_DISABLED,
         IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
             IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL,
@@ -295,13 +335,15 @@ static int setup_ring(aev_poll_backend_t *b, unsigned entries)
     int rc = -EINVAL;
     /* Cooperative task running defers completions to the next io_uring_enter, which a
      * ppoll() on the ring (valgrind) would not make: not under valgrind. */
-    for (size_t i = b->block_in_ppoll ? 1 : 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+    size_t first = b->block_in_ppoll ? 2 : b->defer_taskrun ? 0 : 1;
+    for (size_t i = first; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i];
         p.cq_entries = entries * 4; /* the CQ holds at least twice the SQ */
         rc = io_uring_queue_init_params(entries, &b->ring, &p);
         if (rc == 0) {
+            b->defer_taskrun = b->ring_disabled = i == 0;
             ring_mapped(&b->ring);
             return 0;
         }
@@ -352,6 +394,13 @@ static int uring_create(const aev_host_t *host, const aev_plugin_context_t *ctx,
         entries = (unsigned)n;
     }
     b->block_in_ppoll = UNDER_VALGRIND();
+    v = opt(host, ctx, "defer_taskrun");
+    if (v && !opt_off(v) && strcmp(v, "yes") && strcmp(v, "on") && strcmp(v, "1") && strcmp(v, "true")) {
+        host->set_error_detail("[poll.io_uring] defer_taskrun = \"%s\": expected yes or no", v);
+        host->free(b);
+        return -EINVAL;
+    }
+    b->defer_taskrun = v && !opt_off(v);
     int rc = setup_ring(b, entries);
     if (rc < 0) {
         host->set_error_detail("io_uring_setup(%u entries): %s", entries, strerror(-rc));
@@ -395,7 +444,7 @@ static void uring_destroy(aev_poll_backend_t *b)
 {
     /* Operations still in flight own user memory: cancel them and let the kernel finish
      * with them before the ring goes (their completions are not reported any more). */
-    if (b->inflight > 0 && b->have_cancel_any) {
+    if (b->inflight > 0 && b->have_cancel_any && ring_enter_check(b) == 0) {
         struct io_uring_sqe *sqe = get_sqe(b);
         if (sqe) {
             io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
@@ -927,7 +976,10 @@ static int uring_wait(aev_poll_backend_t *b, int64_t timeout_ns, aev_poll_event_
 {
     if (max <= 0)
         return -EINVAL;
-    int rc = flush_dirty(b);
+    int rc = ring_enter_check(b);
+    if (rc < 0)
+        return rc;
+    rc = flush_dirty(b);
     if (rc == 0 && !b->wake_armed)
         rc = arm_wake(b);
     if (rc < 0)
