@@ -32,14 +32,19 @@
 /* An engine operation and what the core keeps with it. */
 typedef struct eop {
     aev_poll_op_t op;      /* handed to the engine; core_data is the aev__op_t (NULL: orphaned) */
-    struct msghdr msg;     /* SEND with several buffers */
-    struct iovec iov;      /* RECVMSG into a lent buffer */
+    union eop_ext *ext;    /* allocated for the ops that need it (an idle receive does not) */
     void *own_buf;         /* the buffer of a lent-buffer receive without a ring */
     uint8_t multishot;     /* the engine runs it multishot */
     uint8_t cancelling;
     uint8_t in_use;
     struct eop *next_free;
 } eop_t;
+
+/* What a few ops need beside the engine operation, kept while they are in flight. */
+union eop_ext {
+    struct msghdr msg; /* SEND with several buffers */
+    struct iovec iov;  /* RECVMSG into a lent buffer */
+};
 
 typedef struct aev__completion {
     eop_t *free;
@@ -103,6 +108,8 @@ static void eop_put(aev__completion_t *c, eop_t *e)
 {
     free(e->own_buf);
     e->own_buf = NULL;
+    free(e->ext);
+    e->ext = NULL;
     e->in_use = 0;
     e->next_free = c->free;
     c->free = e;
@@ -154,9 +161,11 @@ static int eop_start(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_
             e->multishot = 0;
             p->msg = op->msg;
             if (shared) {
-                e->iov.iov_base = p->buf;
-                e->iov.iov_len = p->len;
-                op->msg->msg_iov = &e->iov;
+                if (!(e->ext = malloc(sizeof *e->ext)))
+                    return -ENOMEM;
+                e->ext->iov.iov_base = p->buf;
+                e->ext->iov.iov_len = p->len;
+                op->msg->msg_iov = &e->ext->iov;
                 op->msg->msg_iovlen = 1;
             }
         }
@@ -164,10 +173,12 @@ static int eop_start(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_
     case AEV_OP_SEND:
         p->msg_flags = MSG_NOSIGNAL;
         if (op->iovcnt > 0) {
-            e->msg.msg_iov = (struct iovec *)op->iov;
-            e->msg.msg_iovlen = (size_t)op->iovcnt;
+            if (!(e->ext = calloc(1, sizeof *e->ext)))
+                return -ENOMEM;
+            e->ext->msg.msg_iov = (struct iovec *)op->iov;
+            e->ext->msg.msg_iovlen = (size_t)op->iovcnt;
             p->opcode = AEV_OP_SENDMSG;
-            p->msg = &e->msg;
+            p->msg = &e->ext->msg;
         } else {
             p->buf = op->buf;
             p->len = op->len;
@@ -366,8 +377,10 @@ void aev__op_completion_free(aev_loop_t *loop)
         return;
     for (size_t i = 0; i < c->nchunks; i++) {
         eop_t *chunk = c->chunks[i];
-        for (int j = 0; j < EOP_CHUNK; j++)
+        for (int j = 0; j < EOP_CHUNK; j++) {
             free(chunk[j].own_buf);
+            free(chunk[j].ext);
+        }
         free(chunk);
     }
     free(c->chunks);
