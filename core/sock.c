@@ -5,24 +5,50 @@
  *
  * Each operation checks that the socket is non-blocking, then tries the system
  * call at once. If it would block, an operation state (sock_op_t) is created:
- * it holds the loop's reference on the future and registers a reader or writer
- * (add_reader/add_writer) whose callback, op_ready, retries the call; the
- * operation that finishes removes its watcher and completes the future.
+ * it holds the loop's reference on the future and waits, in one of two ways.
  *
- * Cancellation: a done callback (op_done_cb) removes the watcher and frees the
- * state when the future is completed by someone else (cancelled). Done
- * callbacks run one iteration later, so op_ready also looks at the future first
- * and touches nothing once it is done; a new operation on the same fd and
- * direction takes over at once from a cancelled one whose done callback has
- * not run yet. Hence nothing is read, written or accepted for a cancelled
- * future. The state of a completed operation is freed by whoever ends it: the
- * operation itself (after removing its done callback), op_done_cb, or
- * aev__sock_loop_close() when the loop closes first (every state is on the
- * loop's list, loop->sock_ops).
+ * Readiness (selector loops, AEV_IO_OPS=readiness, and sock_sendfile always): a
+ * reader or writer (add_reader/add_writer) whose callback, op_ready, retries the
+ * call; the operation that finishes removes its watcher and completes the
+ * future. Which watcher belongs to an operation: its handle's callback is
+ * op_ready and its argument is the state.
  *
- * Which watcher belongs to an operation: its handle's callback is op_ready
- * and its argument is the state; this is how a second operation of the same
- * direction on one fd is detected and refused (AEV_EINVALID_STATE). */
+ * Native (a proactor loop, loop->native_ops): the operation becomes a completion
+ * operation (aev__op_t, AEV__OP_COMPLETION_OK) that the engine runs, and its
+ * completion carries the result, so no system call is made after the wait. The
+ * kernel only ever touches memory of the state, never the caller's: a receive
+ * lands in the state's buffer and is copied out at completion; the part of a
+ * sendall that must wait is staged in the state's buffer (SEND_STAGE_MAX at a
+ * time), a sendto's datagram too, and addresses live in the state. connect goes
+ * to the engine without a connect(2) of its own (the kernel's would then see
+ * EALREADY); accept gets the peer's address with getpeername(). A receive right
+ * after one that came back short goes to the engine without trying recv(2)
+ * (the socket is very likely drained: DESIGN, "reads are not retried into
+ * EAGAIN"). Each fd has a slot (sock_fd_t) per direction: cur, the operation
+ * whose native op is in flight, and next, one that waits for cur to end.
+ *
+ * Cancellation: a done callback (op_done_cb) stops the operation when the
+ * future is completed by someone else (cancelled). Done callbacks run one
+ * iteration later, so op_ready also looks at the future first and touches
+ * nothing once it is done; a new operation on the same fd and direction takes
+ * over at once from a cancelled readiness one whose done callback has not run
+ * yet. A native op is cancelled in the engine (by op_done_cb, or by a new
+ * operation of its direction, which then waits as next until it has ended);
+ * until its final completion the state stays alive (then it is freed there, or
+ * by op_done_cb if that runs later). Whatever the kernel still took for a
+ * cancelled receive or accept (the cancel raced the data) is kept in the slot's
+ * stash and handed to the next receive or accept of that socket, so bytes sent
+ * after the cancel returned are never lost; a stash is only handed out while fd
+ * is still the same socket (st_dev/st_ino), and accepted connections nobody
+ * took are closed with the loop. Bytes of a cancelled send whose completion
+ * raced the cancel went out but are not counted in `sent` (the future is done).
+ *
+ * The state of a completed operation is freed by whoever ends it: the
+ * operation itself (after removing its done callback), op_done_cb, the final
+ * completion of a cancelled native op, or aev__sock_loop_close() when the loop
+ * closes first (every state is on the loop's list). A second operation of the
+ * same direction on one fd while one is in flight (readiness watcher, or a
+ * slot's cur or next whose future is pending) is refused (AEV_EINVALID_STATE). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
