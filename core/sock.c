@@ -5,27 +5,54 @@
  *
  * Each operation checks that the socket is non-blocking, then tries the system
  * call at once. If it would block, an operation state (sock_op_t) is created:
- * it holds the loop's reference on the future and registers a reader or writer
- * (add_reader/add_writer) whose callback, op_ready, retries the call; the
- * operation that finishes removes its watcher and completes the future.
+ * it holds the loop's reference on the future and waits, in one of two ways.
  *
- * Cancellation: a done callback (op_done_cb) removes the watcher and frees the
- * state when the future is completed by someone else (cancelled). Done
- * callbacks run one iteration later, so op_ready also looks at the future first
- * and touches nothing once it is done; a new operation on the same fd and
- * direction takes over at once from a cancelled one whose done callback has
- * not run yet. Hence nothing is read, written or accepted for a cancelled
- * future. The state of a completed operation is freed by whoever ends it: the
- * operation itself (after removing its done callback), op_done_cb, or
- * aev__sock_loop_close() when the loop closes first (every state is on the
- * loop's list, loop->sock_ops).
+ * Readiness (selector loops, AEV_IO_OPS=readiness, and sock_sendfile always): a
+ * reader or writer (add_reader/add_writer) whose callback, op_ready, retries the
+ * call; the operation that finishes removes its watcher and completes the
+ * future. Which watcher belongs to an operation: its handle's callback is
+ * op_ready and its argument is the state.
  *
- * Which watcher belongs to an operation: its handle's callback is op_ready
- * and its argument is the state; this is how a second operation of the same
- * direction on one fd is detected and refused (AEV_EINVALID_STATE). */
+ * Native (a proactor loop, loop->native_ops): the operation becomes a completion
+ * operation (aev__op_t, AEV__OP_COMPLETION_OK) that the engine runs, and its
+ * completion carries the result, so no system call is made after the wait. The
+ * kernel only ever touches memory of the state, never the caller's: a receive
+ * lands in the state's buffer and is copied out at completion; the part of a
+ * sendall that must wait is staged in the state's buffer (SEND_STAGE_MAX at a
+ * time), a sendto's datagram too, and addresses live in the state. connect goes
+ * to the engine without a connect(2) of its own (the kernel's would then see
+ * EALREADY); accept gets the peer's address with getpeername(). A receive right
+ * after one that came back short goes to the engine without trying recv(2)
+ * (the socket is very likely drained: DESIGN, "reads are not retried into
+ * EAGAIN"). Each fd has a slot (sock_fd_t) per direction: cur, the operation
+ * whose native op is in flight, and next, one that waits for cur to end.
+ *
+ * Cancellation: a done callback (op_done_cb) stops the operation when the
+ * future is completed by someone else (cancelled). Done callbacks run one
+ * iteration later, so op_ready also looks at the future first and touches
+ * nothing once it is done; a new operation on the same fd and direction takes
+ * over at once from a cancelled readiness one whose done callback has not run
+ * yet. A native op is cancelled in the engine (by op_done_cb, or by a new
+ * operation of its direction, which then waits as next until it has ended);
+ * until its final completion the state stays alive (then it is freed there, or
+ * by op_done_cb if that runs later). Whatever the kernel still took for a
+ * cancelled receive or accept (the cancel raced the data) is kept in the slot's
+ * stash and handed to the next receive or accept of that socket, so bytes sent
+ * after the cancel returned are never lost; a stash is only handed out while fd
+ * is still the same socket (st_dev/st_ino), and accepted connections nobody
+ * took are closed with the loop. Bytes of a cancelled send whose completion
+ * raced the cancel went out but are not counted in `sent` (the future is done).
+ *
+ * The state of a completed operation is freed by whoever ends it: the
+ * operation itself (after removing its done callback), op_done_cb, the final
+ * completion of a cancelled native op, or aev__sock_loop_close() when the loop
+ * closes first (every state is on the loop's list). A second operation of the
+ * same direction on one fd while one is in flight (readiness watcher, or a
+ * slot's cur or next whose future is pending) is refused (AEV_EINVALID_STATE). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -33,6 +60,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io_op.h"
 #include "loop_internal.h"
 #include "sock_internal.h"
 
@@ -245,15 +273,24 @@ enum op_kind { OP_RECV, OP_RECVFROM, OP_SENDALL, OP_SENDTO, OP_CONNECT, OP_ACCEP
 static const char *const op_names[] = {"sock_recv", "sock_recvfrom", "sock_sendall", "sock_sendto",
                                        "sock_connect", "sock_accept", "sock_sendfile"};
 
-typedef struct aev__sock_op {
+/* The two directions of a socket: one operation of each at a time. */
+enum { DIR_IN = 0, DIR_OUT = 1 };
+
+/* Where a native operation stands on its fd's slot (sock_fd_t). */
+enum { SLOT_NONE, SLOT_CUR, SLOT_NEXT };
+
+/* The most a native sendall copies from the caller's buffer at a time. */
+#define SEND_STAGE_MAX ((size_t)256 << 10)
+
+typedef struct sock_op {
     aev_loop_t *loop;
     aev_future_t *fut; /* the loop's reference while in flight */
-    struct aev__sock_op *prev, *next;
+    struct sock_op *prev, *next;
     int kind;
     int fd;
     int watch_fd;        /* the fd watched, when watch_events != 0 */
     uint32_t watch_events; /* AEV_POLL_IN or AEV_POLL_OUT; 0: not watching */
-    int listed;          /* on loop->sock_ops */
+    int listed;          /* on the loop's list */
     void *buf;           /* recv/recvfrom: into; sendall/sendto: from */
     size_t n;
     size_t pos;          /* sendall: bytes sent */
@@ -261,14 +298,183 @@ typedef struct aev__sock_op {
     struct sockaddr *addr; /* recvfrom/accept: the peer's address out (may be NULL) */
     socklen_t *addrlen;
     socklen_t addrcap;   /* *addrlen as given */
-    struct sockaddr_storage to; /* sendto/connect: the address */
+    struct sockaddr_storage to; /* sendto/connect: the address; native recvfrom: the sender's */
     socklen_t tolen;
     int connect_state;   /* connect: CONNECT_* */
     aev__sendfile_t sf;
+    /* ---- native (completion) operations, proactor loops only */
+    aev__op_t nop;       /* the completion operation */
+    uint8_t native;      /* runs as nop (not over readiness) */
+    uint8_t slot;        /* SLOT_*: cur or next of its fd's slot */
+    uint8_t orphan;      /* cancelled and its done callback ran: the final done() frees it */
+    uint8_t ident;       /* dev/ino hold the socket's identity (taken when it was cancelled) */
+    dev_t dev;
+    ino_t ino;
+    char *kbuf;          /* the core's buffer the kernel reads or writes (never the caller's) */
+    size_t kcap, klen, koff; /* kbuf's size; sendall: bytes staged, bytes of them sent */
+    struct msghdr msg;   /* recvfrom/sendto */
+    struct iovec iov;
 } sock_op_t;
+
+/* What a cancelled native receive or accept still got when its final completion came
+ * (the kernel had already taken it from the socket): kept for the next operation of the
+ * same kind on the socket rather than lost. */
+typedef struct stash_item {
+    struct stash_item *next;
+    int kind;            /* OP_RECV/OP_RECVFROM: bytes; OP_ACCEPT: a connection */
+    int result;          /* bytes in data, the new fd, or a negative error */
+    int stream;          /* bytes of a stream (a receive may take part of them) */
+    char *data;
+    size_t off;          /* bytes of data already handed out */
+    struct sockaddr_storage addr; /* recvfrom: the sender */
+    socklen_t addrlen;
+} stash_item_t;
+
+/* One fd's native operations (proactor loops). */
+typedef struct sock_fd {
+    sock_op_t *cur[2];   /* the operation whose native op is in flight (its future may be done) */
+    sock_op_t *next[2];  /* an operation waiting for cur's cancelled op to end */
+    stash_item_t *stash, *stash_tail;
+    dev_t dev;           /* the socket the stash came from */
+    ino_t ino;
+    uint8_t drained;     /* the last receive came back short: the next waits natively at once */
+} sock_fd_t;
+
+/* loop->sock_ops: the loop's operations in flight and, on a proactor, its fds' slots. */
+struct aev__sock_op {
+    sock_op_t *list;
+    sock_fd_t *fds;
+    int nfds;
+};
 
 static int op_ready(aev_loop_t *loop, void *arg);
 static int op_done_cb(aev_future_t *fut, void *arg);
+static void op_native_done(aev__op_t *nop, int result, unsigned flags);
+static void op_go(sock_op_t *op);
+
+#define OP_OF(nopp) ((sock_op_t *)((char *)(nopp) - offsetof(sock_op_t, nop)))
+
+static int op_dir(int kind)
+{
+    return kind == OP_RECV || kind == OP_RECVFROM || kind == OP_ACCEPT ? DIR_IN : DIR_OUT;
+}
+
+static struct aev__sock_op *sock_state(aev_loop_t *loop)
+{
+    if (!loop->sock_ops)
+        loop->sock_ops = calloc(1, sizeof *loop->sock_ops);
+    return loop->sock_ops;
+}
+
+/* fd's slot, created on demand (NULL: no memory, or none and !create). */
+static sock_fd_t *fd_slot(aev_loop_t *loop, int fd, int create)
+{
+    struct aev__sock_op *s = loop->sock_ops;
+    if (fd < 0 || !s)
+        return NULL;
+    if (fd >= s->nfds) {
+        if (!create)
+            return NULL;
+        int n = s->nfds ? s->nfds : 64;
+        while (n <= fd)
+            n *= 2;
+        sock_fd_t *fds = realloc(s->fds, (size_t)n * sizeof *fds);
+        if (!fds)
+            return NULL;
+        memset(fds + s->nfds, 0, (size_t)(n - s->nfds) * sizeof *fds);
+        s->fds = fds;
+        s->nfds = n;
+    }
+    return &s->fds[fd];
+}
+
+/* The socket's identity (st_dev, st_ino): 1 if known. */
+static int sock_ident(int fd, dev_t *dev, ino_t *ino)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 0;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return 1;
+}
+
+/* ---- the stash of a cancelled receive's late result ---------------------------------- */
+
+static void stash_pop(sock_fd_t *slot)
+{
+    stash_item_t *it = slot->stash;
+    slot->stash = it->next;
+    if (!slot->stash)
+        slot->stash_tail = NULL;
+    free(it->data);
+    free(it);
+}
+
+static void stash_drop(sock_fd_t *slot)
+{
+    while (slot->stash) {
+        if (slot->stash->kind == OP_ACCEPT && slot->stash->result >= 0)
+            close(slot->stash->result); /* nobody accepted it: the peer sees it closed */
+        stash_pop(slot);
+    }
+}
+
+/* Keeps what the cancelled op's final completion brought (result >= 0, or an error that
+ * the socket reported once); a connection or bytes of another socket are dropped. */
+static void stash_keep(sock_op_t *op, int result)
+{
+    sock_fd_t *slot = fd_slot(op->loop, op->fd, 0);
+    if (!op->ident) /* it ended before its cancel was asked */
+        op->ident = (uint8_t)sock_ident(op->fd, &op->dev, &op->ino);
+    stash_item_t *it = slot && op->ident ? calloc(1, sizeof *it) : NULL;
+    if (!it) {
+        if (op->kind == OP_ACCEPT && result >= 0)
+            close(result);
+        return;
+    }
+    if (slot->stash && (slot->dev != op->dev || slot->ino != op->ino))
+        stash_drop(slot); /* an older socket's */
+    slot->dev = op->dev;
+    slot->ino = op->ino;
+    it->kind = op->kind == OP_ACCEPT ? OP_ACCEPT : OP_RECV;
+    it->result = result;
+    if (it->kind == OP_RECV && result >= 0) {
+        int type = 0;
+        socklen_t tl = sizeof type;
+        it->stream = getsockopt(op->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+        it->data = op->kbuf; /* the bytes are in the core's buffer already: take it */
+        op->kbuf = NULL;
+        op->kcap = 0;
+        if (op->kind == OP_RECVFROM && op->msg.msg_name) {
+            it->addrlen = op->msg.msg_namelen;
+            memcpy(&it->addr, &op->to, it->addrlen < sizeof it->addr ? it->addrlen : sizeof it->addr);
+        }
+    }
+    if (slot->stash_tail)
+        slot->stash_tail->next = it;
+    else
+        slot->stash = it;
+    slot->stash_tail = it;
+}
+
+/* The stash's first item for op's kind, after checking that fd is still the socket it
+ * came from; NULL when there is none. */
+static stash_item_t *stash_for(sock_op_t *op, sock_fd_t *slot)
+{
+    if (!slot || !slot->stash)
+        return NULL;
+    dev_t dev;
+    ino_t ino;
+    if (!sock_ident(op->fd, &dev, &ino) || dev != slot->dev || ino != slot->ino) {
+        stash_drop(slot); /* fd was closed and now is another socket */
+        return NULL;
+    }
+    int want = op->kind == OP_ACCEPT ? OP_ACCEPT : OP_RECV;
+    return slot->stash->kind == want ? slot->stash : NULL;
+}
+
+/* ---- claiming a direction of an fd ---------------------------------------------------- */
 
 /* The operation state whose watcher (events) is on fd, or NULL. */
 static sock_op_t *op_on(aev_loop_t *loop, int fd, uint32_t events)
@@ -295,9 +501,16 @@ static void op_unwatch(sock_op_t *op)
     op->watch_events = 0;
 }
 
+static int refuse(const char *name, int fd, const sock_op_t *other, int dir)
+{
+    aev__set_detail("%s: fd %d is already used by %s (one %s operation per socket at a time)", name, fd,
+                    op_names[other->kind], dir == DIR_IN ? "receiving" : "sending");
+    return AEV_EINVALID_STATE;
+}
+
 /* Refuses a second operation on (fd, events) while one is in flight; one whose
  * future is already done (cancelled, its done callback still to run) gives way. */
-static int op_claim(aev_loop_t *loop, int fd, uint32_t events, const char *name)
+static int watch_claim(aev_loop_t *loop, int fd, uint32_t events, const char *name)
 {
     sock_op_t *other = op_on(loop, fd, events);
     if (!other)
@@ -306,9 +519,69 @@ static int op_claim(aev_loop_t *loop, int fd, uint32_t events, const char *name)
         op_unwatch(other);
         return 0;
     }
-    aev__set_detail("%s: fd %d is already used by %s (one %s operation per socket at a time)", name, fd,
-                    op_names[other->kind], events == AEV_POLL_IN ? "receiving" : "sending");
-    return AEV_EINVALID_STATE;
+    return refuse(name, fd, other, events == AEV_POLL_IN ? DIR_IN : DIR_OUT);
+}
+
+/* Takes op off its fd's slot. */
+static void slot_leave(sock_op_t *op)
+{
+    if (op->slot == SLOT_NONE)
+        return;
+    sock_fd_t *slot = fd_slot(op->loop, op->fd, 0);
+    int d = op_dir(op->kind);
+    if (slot && op->slot == SLOT_CUR && slot->cur[d] == op)
+        slot->cur[d] = NULL;
+    if (slot && op->slot == SLOT_NEXT && slot->next[d] == op)
+        slot->next[d] = NULL;
+    op->slot = SLOT_NONE;
+}
+
+/* Asks the engine to cancel op's native op: 1 while its final completion is still to
+ * come (then the kernel may still use kbuf, msg and the address), 0 once it has ended. */
+static int op_native_cancel(sock_op_t *op)
+{
+    if (!aev__op_active(&op->nop))
+        return 0;
+    if (!op->ident)
+        op->ident = (uint8_t)sock_ident(op->fd, &op->dev, &op->ino);
+    return aev__op_cancel(op->loop, &op->nop);
+}
+
+/* Whether a native op on (fd, direction) can start: 0 now, 1 once the cancelled op still
+ * in flight there has ended (op becomes the slot's next), or AEV_EINVALID_STATE. */
+static int slot_claim(sock_op_t *op, sock_fd_t *slot)
+{
+    int d = op_dir(op->kind);
+    sock_op_t *nx = slot->next[d];
+    if (nx) {
+        if (!aev_future_done(nx->fut))
+            return refuse(op_names[op->kind], op->fd, nx, d);
+        slot->next[d] = NULL; /* cancelled while it waited: its done callback frees it */
+        nx->slot = SLOT_NONE;
+    }
+    sock_op_t *cur = slot->cur[d];
+    if (!cur)
+        return 0;
+    if (!aev_future_done(cur->fut))
+        return refuse(op_names[op->kind], op->fd, cur, d);
+    if (op_native_cancel(cur) == 0) { /* ended already */
+        slot_leave(cur);
+        return 0;
+    }
+    return 1;
+}
+
+/* The operation waiting on (fd, d) starts once the cancelled one there has ended. */
+static void slot_promote(aev_loop_t *loop, int fd, int d)
+{
+    sock_fd_t *slot = fd_slot(loop, fd, 0);
+    sock_op_t *nx = slot ? slot->next[d] : NULL;
+    if (!nx || slot->cur[d])
+        return;
+    slot->next[d] = NULL;
+    nx->slot = SLOT_NONE;
+    if (!aev_future_done(nx->fut))
+        op_go(nx);
 }
 
 /* Watches (fd, events) for op, replacing its previous watcher if it differs. */
@@ -317,7 +590,7 @@ static int op_watch(sock_op_t *op, int fd, uint32_t events)
     if (op->watch_events == events && op->watch_fd == fd && op_on(op->loop, fd, events) == op)
         return 0;
     op_unwatch(op);
-    int rc = op_claim(op->loop, fd, events, op_names[op->kind]);
+    int rc = watch_claim(op->loop, fd, events, op_names[op->kind]);
     if (rc < 0)
         return rc;
     rc = events == AEV_POLL_IN ? aev_loop_add_reader(op->loop, fd, op_ready, op)
@@ -336,7 +609,7 @@ static void op_unlist(sock_op_t *op)
     if (op->prev)
         op->prev->next = op->next;
     else
-        op->loop->sock_ops = op->next;
+        op->loop->sock_ops->list = op->next;
     if (op->next)
         op->next->prev = op->prev;
     op->prev = op->next = NULL;
@@ -347,10 +620,14 @@ static void op_free(sock_op_t *op)
 {
     if (op->kind == OP_SENDFILE)
         aev__sendfile_end(&op->sf);
+    slot_leave(op);
     op_unlist(op);
     aev_future_unref(op->fut);
+    free(op->kbuf);
     free(op);
 }
+
+/* ---- one try, and the outcome ------------------------------------------------------- */
 
 /* Tries the operation once more: 1 done (*res set), 0 must wait (for
  * op_want_fd/op_want_events), or a negative error (*why may name a detail). */
@@ -517,21 +794,296 @@ static int op_done_cb(aev_future_t *fut, void *arg)
 {
     (void)fut;
     sock_op_t *op = arg;
+    if (op_native_cancel(op) == 1) {
+        /* the kernel may still use the op's buffers: its final completion frees it */
+        op->orphan = 1;
+        return 0;
+    }
+    int was_cur = op->slot == SLOT_CUR;
+    slot_leave(op);
     op_unwatch(op);
+    aev_loop_t *loop = op->loop;
+    int fd = op->fd, d = op_dir(op->kind);
     op_free(op);
+    if (was_cur)
+        slot_promote(loop, fd, d);
     return 0;
 }
 
 void aev__sock_loop_close(aev_loop_t *loop)
 {
-    /* The watchers are gone already (aev__io_close); done callbacks queued for
-     * cancelled futures are discarded by the close, so free every state here. */
-    while (loop->sock_ops) {
-        sock_op_t *op = loop->sock_ops;
+    /* The watchers are gone already (aev__io_close), and so are the native operations
+     * (aev__op_completion_close ended them); done callbacks queued for cancelled futures
+     * are discarded by the close, so free every state here. */
+    struct aev__sock_op *s = loop->sock_ops;
+    if (!s)
+        return;
+    while (s->list) {
+        sock_op_t *op = s->list;
         aev_future_remove_done_callback(op->fut, op_done_cb, op);
         op->watch_events = 0;
         op_free(op);
     }
+    for (int i = 0; i < s->nfds; i++)
+        stash_drop(&s->fds[i]);
+    free(s->fds);
+    free(s);
+    loop->sock_ops = NULL;
+}
+
+/* ---- native operations (proactor) ------------------------------------------------------ */
+
+/* Room for n bytes in op's own buffer. */
+static int op_kbuf(sock_op_t *op, size_t n)
+{
+    if (op->kcap >= n && op->kbuf)
+        return 0;
+    char *b = malloc(n ? n : 1);
+    if (!b)
+        return -ENOMEM;
+    free(op->kbuf);
+    op->kbuf = b;
+    op->kcap = n ? n : 1;
+    return 0;
+}
+
+/* Starts op's native operation. 0, or a negative error (nothing started). */
+static int op_submit(sock_op_t *op)
+{
+    aev__op_t *p = &op->nop;
+    p->done = op_native_done;
+    p->prepare = NULL;
+    p->fd = op->fd;
+    p->flags = AEV__OP_COMPLETION_OK;
+    int rc = 0;
+    switch (op->kind) {
+    case OP_RECV:
+        /* into the core's buffer: a cancelled receive's late bytes never reach the caller's */
+        if ((rc = op_kbuf(op, op->n)) < 0)
+            return rc;
+        p->opcode = AEV_OP_RECV;
+        p->buf = op->kbuf;
+        p->len = op->n;
+        p->iov = NULL;
+        p->iovcnt = 0;
+        break;
+    case OP_RECVFROM:
+        if ((rc = op_kbuf(op, op->n)) < 0)
+            return rc;
+        memset(&op->msg, 0, sizeof op->msg);
+        op->iov.iov_base = op->kbuf;
+        op->iov.iov_len = op->n;
+        op->msg.msg_iov = &op->iov;
+        op->msg.msg_iovlen = 1;
+        if (op->addr) {
+            op->msg.msg_name = &op->to;
+            op->msg.msg_namelen = sizeof op->to;
+        }
+        p->opcode = AEV_OP_RECVMSG;
+        p->buf = NULL;
+        p->len = 0;
+        p->msg = &op->msg;
+        break;
+    case OP_SENDALL:
+        if (op->koff == op->klen) { /* stage the next part of the caller's bytes */
+            size_t k = op->n - op->pos < SEND_STAGE_MAX ? op->n - op->pos : SEND_STAGE_MAX;
+            if ((rc = op_kbuf(op, k)) < 0)
+                return rc;
+            memcpy(op->kbuf, (const char *)op->buf + op->pos, k);
+            op->klen = k;
+            op->koff = 0;
+        }
+        p->opcode = AEV_OP_SEND;
+        p->buf = op->kbuf + op->koff;
+        p->len = op->klen - op->koff;
+        p->iov = NULL;
+        p->iovcnt = 0;
+        break;
+    case OP_SENDTO:
+        if (!op->klen) {
+            if ((rc = op_kbuf(op, op->n)) < 0)
+                return rc;
+            memcpy(op->kbuf, op->buf, op->n);
+            op->klen = op->n ? op->n : 1;
+        }
+        memset(&op->msg, 0, sizeof op->msg);
+        op->iov.iov_base = op->kbuf;
+        op->iov.iov_len = op->n;
+        op->msg.msg_iov = &op->iov;
+        op->msg.msg_iovlen = 1;
+        op->msg.msg_name = &op->to;
+        op->msg.msg_namelen = op->tolen;
+        p->opcode = AEV_OP_SENDMSG;
+        p->buf = NULL;
+        p->len = 0;
+        p->msg = &op->msg;
+        break;
+    case OP_CONNECT:
+        p->opcode = AEV_OP_CONNECT;
+        p->buf = NULL;
+        p->len = 0;
+        p->addr = (const struct sockaddr *)&op->to;
+        p->addrlen = op->tolen;
+        break;
+    case OP_ACCEPT:
+        p->opcode = AEV_OP_ACCEPT;
+        p->buf = NULL;
+        p->len = 1;
+        p->iov = NULL;
+        p->iovcnt = 0;
+        break;
+    default:
+        return -EINVAL;
+    }
+    rc = aev__op_submit(op->loop, p);
+    if (rc < 0)
+        return rc;
+    sock_fd_t *slot = fd_slot(op->loop, op->fd, 0);
+    if (slot) {
+        slot->cur[op_dir(op->kind)] = op;
+        op->slot = SLOT_CUR;
+    }
+    return 0;
+}
+
+/* accept: the peer's address the caller asked for (the native accept did not fetch it). */
+static void accept_peer(sock_op_t *op, int cfd)
+{
+    if (!op->addrlen)
+        return;
+    socklen_t len = op->addrcap;
+    if (getpeername(cfd, op->addr, &len) < 0)
+        len = 0;
+    *op->addrlen = len;
+}
+
+/* Hands op the stash's first item: 1 (op finished), or 0 if there is none for it. */
+static int op_from_stash(sock_op_t *op, sock_fd_t *slot)
+{
+    stash_item_t *it = stash_for(op, slot);
+    if (!it)
+        return 0;
+    int rc = 1;
+    intptr_t res = it->result;
+    if (it->result < 0) {
+        rc = it->result;
+    } else if (it->kind == OP_ACCEPT) {
+        accept_peer(op, it->result);
+        it->result = -1; /* the caller's now */
+    } else {
+        size_t avail = (size_t)it->result - it->off;
+        size_t k = avail < op->n ? avail : op->n;
+        if (k)
+            memcpy(op->buf, it->data + it->off, k);
+        it->off += k;
+        res = (intptr_t)k;
+        if (op->kind == OP_RECVFROM && op->addrlen) {
+            *op->addrlen = it->addrlen;
+            memcpy(op->addr, &it->addr, it->addrlen < op->addrcap ? it->addrlen : op->addrcap);
+        }
+        if (it->stream && it->off < (size_t)it->result) {
+            op_finish(op, 1, res, NULL); /* the rest stays for the next receive */
+            return 1;
+        }
+    }
+    stash_pop(slot);
+    op_finish(op, rc, res, NULL);
+    return 1;
+}
+
+/* A native operation starts on a proactor loop: from the stash, or tried at once (sends,
+ * accept, and receives unless the last one came back short), else on the engine. */
+static void op_go_native(sock_op_t *op)
+{
+    sock_fd_t *slot = fd_slot(op->loop, op->fd, 0);
+    if (op->kind == OP_RECV || op->kind == OP_RECVFROM || op->kind == OP_ACCEPT) {
+        if (op_from_stash(op, slot))
+            return;
+    }
+    intptr_t res = 0;
+    int rc = 0;
+    int is_recv = op->kind == OP_RECV || op->kind == OP_RECVFROM;
+    if (op->kind != OP_CONNECT && !(is_recv && slot && slot->drained && op->n > 0)) {
+        /* connect goes to the engine at once: the kernel's connect there would see the
+         * attempt of a connect(2) made here as EALREADY */
+        const char *why = NULL;
+        rc = op_try(op, &res, &why);
+        if (rc != 0) {
+            if (is_recv && slot)
+                slot->drained = rc == 1 && res > 0 && (size_t)res < op->n;
+            op_finish(op, rc, res, why);
+            return;
+        }
+    }
+    rc = op_submit(op);
+    if (rc < 0)
+        op_finish(op, rc, 0, NULL);
+}
+
+/* The native operation's completion. */
+static void op_native_done(aev__op_t *nop, int result, unsigned flags)
+{
+    (void)flags;
+    sock_op_t *op = OP_OF(nop);
+    aev_loop_t *loop = op->loop;
+    if (loop->closed)
+        return; /* the loop closes: aev__sock_loop_close frees op, the future stays pending */
+    int fd = op->fd, d = op_dir(op->kind);
+    if (aev_future_done(op->fut)) {
+        /* cancelled, and now it has ended: what the kernel took from the socket after all
+         * goes to the next receive or accept */
+        if (result != -ECANCELED && d == DIR_IN)
+            stash_keep(op, result);
+        slot_leave(op);
+        if (op->orphan)
+            op_free(op); /* its done callback ran already */
+        slot_promote(loop, fd, d);
+        return;
+    }
+    if (result == -EAGAIN || result == -EINTR) {
+        if (op_submit(op) == 0)
+            return;
+    }
+    slot_leave(op);
+    if (result < 0) {
+        op_finish(op, result, 0, NULL);
+        return;
+    }
+    sock_fd_t *slot = fd_slot(loop, fd, 0);
+    intptr_t res = result;
+    switch (op->kind) {
+    case OP_RECV:
+    case OP_RECVFROM:
+        if (result > 0)
+            memcpy(op->buf, op->kbuf, (size_t)result);
+        if (op->kind == OP_RECVFROM && op->addrlen) {
+            socklen_t len = op->msg.msg_namelen;
+            memcpy(op->addr, &op->to, len < op->addrcap ? len : op->addrcap);
+            *op->addrlen = len;
+        }
+        if (slot)
+            slot->drained = result > 0 && (size_t)result < op->n;
+        break;
+    case OP_SENDALL:
+        op->pos += (size_t)result;
+        op->koff += (size_t)result;
+        if (op->sent)
+            *op->sent = op->pos;
+        if (op->pos < op->n) {
+            int rc = op_submit(op);
+            if (rc < 0)
+                op_finish(op, rc, 0, NULL);
+            return;
+        }
+        res = (intptr_t)op->n;
+        break;
+    case OP_ACCEPT:
+        accept_peer(op, result);
+        break;
+    default: /* OP_SENDTO, OP_CONNECT */
+        break;
+    }
+    op_finish(op, 1, res, NULL);
 }
 
 /* ---- starting an operation ------------------------------------------------------ */
@@ -558,42 +1110,72 @@ static int op_new(aev_loop_t *loop, int kind, int fd, aev_future_t **out, sock_o
     op->kind = kind;
     op->fd = fd;
     op->watch_fd = -1;
+    op->native = loop->native_ops && kind != OP_SENDFILE;
     *opp = op;
     return 0;
 }
 
-/* Tries op at once; if it must wait, puts it in flight. Gives the caller the future. */
+/* Starts op (claimed, with its future, listed): at once, or it waits. */
+static void op_go(sock_op_t *op)
+{
+    if (op->native) {
+        op_go_native(op);
+        return;
+    }
+    intptr_t res = 0;
+    const char *why = NULL;
+    int rc = op_try(op, &res, &why);
+    if (rc == 0) {
+        rc = op_watch(op, op_want_fd(op), op_want_events(op));
+        if (rc == 0)
+            return;
+    }
+    op_finish(op, rc, res, why);
+}
+
+/* Claims op's direction of its fd, creates its future and starts it (or lets it wait for
+ * a cancelled native op to end). Gives the caller the future. */
 static int op_start(sock_op_t *op, aev_future_t **out)
 {
     aev_loop_t *loop = op->loop;
-    /* sendfile starts on the socket's writer side (op_want_events says so once it waits) */
-    uint32_t first = op->kind == OP_SENDFILE ? AEV_POLL_OUT : op_want_events(op);
-    int rc = op_claim(loop, op->fd, first, op_names[op->kind]);
-    if (rc == 0)
+    int d = op_dir(op->kind);
+    int rc = watch_claim(loop, op->fd, d == DIR_IN ? AEV_POLL_IN : AEV_POLL_OUT, op_names[op->kind]);
+    sock_fd_t *slot = NULL;
+    int wait = 0;
+    if (rc == 0 && !sock_state(loop))
+        rc = -ENOMEM;
+    if (rc == 0 && loop->native_ops) {
+        /* native operations (and sendfile, which shares the sending direction) */
+        slot = fd_slot(loop, op->fd, 1);
+        if (!slot)
+            rc = -ENOMEM;
+        else
+            wait = rc = slot_claim(op, slot);
+    }
+    if (rc >= 0)
         rc = aev_loop_create_future(loop, &op->fut);
+    if (rc >= 0)
+        rc = aev_future_add_done_callback(op->fut, op_done_cb, op);
     if (rc < 0) {
         if (op->kind == OP_SENDFILE)
             aev__sendfile_end(&op->sf);
+        aev_future_unref(op->fut);
         free(op);
         return rc;
     }
     *out = aev_future_ref(op->fut); /* the caller's; op->fut is the loop's */
-    intptr_t res = 0;
-    const char *why = NULL;
-    rc = op_try(op, &res, &why);
-    if (rc == 0)
-        rc = aev_future_add_done_callback(op->fut, op_done_cb, op);
-    if (rc == 0) {
-        op->next = loop->sock_ops;
-        if (op->next)
-            op->next->prev = op;
-        loop->sock_ops = op;
-        op->listed = 1;
-        rc = op_watch(op, op_want_fd(op), op_want_events(op));
-        if (rc == 0)
-            return 0;
+    struct aev__sock_op *s = loop->sock_ops;
+    op->next = s->list;
+    if (op->next)
+        op->next->prev = op;
+    s->list = op;
+    op->listed = 1;
+    if (wait) {
+        slot->next[d] = op;
+        op->slot = SLOT_NEXT;
+        return 0;
     }
-    op_finish(op, rc, res, why);
+    op_go(op);
     return 0;
 }
 

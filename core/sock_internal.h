@@ -58,8 +58,10 @@ void aev__sendfile_end(aev__sendfile_t *sf);
 /* ---- loop hooks ---------------------------------------------------------------- */
 
 /* aev_loop_close(): drops every operation still in flight (their futures stay
- * pending; the loop's references on them are released). Called after the
- * watchers were dropped; never runs a callback. */
+ * pending; the loop's references on them are released), and closes connections
+ * that cancelled native accepts took and nobody accepted since. Called after the
+ * watchers were dropped and the native operations ended (aev__op_completion_close);
+ * never runs a callback. */
 void aev__sock_loop_close(aev_loop_t *loop);
 
 #endif /* AEV_SOCK_INTERNAL_H */

@@ -1307,6 +1307,469 @@ START_TEST(test_loop_close_with_ops_in_flight)
 }
 END_TEST
 
+/* ---- cancel races, big transfers, errors (native operations on a proactor) ----------------- */
+
+/* Is loop's sock_* running natively (io_uring completions, not readiness)? */
+static int runs_native(aev_loop_t *loop)
+{
+    const char *ops = getenv("AEV_IO_OPS");
+    return strcmp(tu_poller(loop), "io_uring") == 0 && !(ops && strcmp(ops, "readiness") == 0);
+}
+
+static void recv_cancel_rounds(int spin_between)
+{
+    /* Each round: a receive is in flight (on a proactor: a native receive in the kernel), it is
+     * cancelled before any data is sent, then data is sent and a new receive starts, with or
+     * without a loop iteration in between: the new receive gets exactly that data, and the
+     * cancelled one's buffer is never written. */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tu_socketpair(sv);
+    for (int i = 0; i < 40; i++) {
+        char b1[32], b2[32], msg[32];
+        memset(b1, 'X', sizeof b1);
+        aev_future_t *f1 = NULL, *f2 = NULL;
+        ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b1, sizeof b1, &f1), 0);
+        ck_assert_int_eq(aev_future_done(f1), 0);
+        tu_run_once(loop); /* submitted, waiting in the kernel */
+        ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+        int len = snprintf(msg, sizeof msg, "round %d", i);
+        ck_assert_int_eq(write(sv[1], msg, (size_t)len), len);
+        if (spin_between)
+            tu_run_once(loop);
+        ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b2, sizeof b2, &f2), 0);
+        ck_assert_int_eq(wait_fut(loop, f2), 0);
+        ck_assert_int_eq(fut_value(f2), len);
+        ck_assert_int_eq(memcmp(b2, msg, (size_t)len), 0);
+        ck_assert_int_eq(aev_future_cancelled(f1), 1);
+        for (size_t k = 0; k < sizeof b1; k++)
+            ck_assert_int_eq(b1[k], 'X');
+        aev_future_unref(f1);
+        aev_future_unref(f2);
+    }
+    /* nothing left over */
+    char c;
+    ck_assert_int_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), -1);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+
+START_TEST(test_recv_cancel_then_send_then_recv)
+{
+    recv_cancel_rounds(0);
+}
+END_TEST
+
+START_TEST(test_recv_cancel_then_send_iterate_then_recv)
+{
+    recv_cancel_rounds(1);
+}
+END_TEST
+
+START_TEST(test_recv_cancel_data_split_over_receives)
+{
+    /* bytes that arrive after a cancel are the next receives', in order, however small their
+     * buffers (a stream: a receive takes part of them, the rest is the next one's) */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tu_socketpair(sv);
+    char b1[16], b2[2], b3[16];
+    memset(b1, 'X', sizeof b1);
+    aev_future_t *f1 = NULL, *f2 = NULL, *f3 = NULL;
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b1, sizeof b1, &f1), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+    tu_write(sv[1], "abcdef");
+    spin(loop, 0.02);
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b2, sizeof b2, &f2), 0);
+    ck_assert_int_eq(wait_fut(loop, f2), 0);
+    ck_assert_int_eq(fut_value(f2), 2);
+    ck_assert_int_eq(memcmp(b2, "ab", 2), 0);
+    tu_write(sv[1], "gh");
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b3, sizeof b3, &f3), 0);
+    ck_assert_int_eq(wait_fut(loop, f3), 0);
+    intptr_t got = fut_value(f3);
+    aev_future_unref(f3);
+    if (got == 4) { /* "cdef" then "gh" (the kernel's bytes come after the kept ones) */
+        ck_assert_int_eq(memcmp(b3, "cdef", 4), 0);
+        ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b3 + 4, sizeof b3 - 4, &f3), 0);
+        ck_assert_int_eq(wait_fut(loop, f3), 0);
+        ck_assert_int_eq(fut_value(f3), 2);
+        aev_future_unref(f3);
+    } else {
+        ck_assert_int_eq(got, 6);
+    }
+    ck_assert_int_eq(memcmp(b3, "cdefgh", 6), 0);
+    ck_assert_int_eq(b1[0], 'X');
+    aev_future_unref(f1);
+    aev_future_unref(f2);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_recvfrom_cancel_keeps_datagrams)
+{
+    /* datagrams that arrive after a cancelled recvfrom go to the next ones, one each, with
+     * their senders' addresses */
+    aev_loop_t *loop = tu_loop_new();
+    struct sockaddr_storage aaddr, baddr, from;
+    socklen_t alen, blen, fromlen;
+    int a = udp_socket(AF_INET, &aaddr, &alen);
+    int b = udp_socket(AF_INET, &baddr, &blen);
+    char b1[64], b2[64];
+    memset(b1, 'X', sizeof b1);
+    aev_future_t *f1 = NULL, *f2 = NULL;
+    fromlen = sizeof from;
+    ck_assert_int_eq(aev_loop_sock_recvfrom(loop, b, b1, sizeof b1, (struct sockaddr *)&from, &fromlen, &f1), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+    ck_assert_int_eq(sendto(a, "first", 5, 0, (struct sockaddr *)&baddr, blen), 5);
+    ck_assert_int_eq(sendto(a, "second!", 7, 0, (struct sockaddr *)&baddr, blen), 7);
+    spin(loop, 0.02);
+    const char *want[2] = {"first", "second!"};
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_storage src;
+        socklen_t srclen = sizeof src;
+        memset(&src, 0, sizeof src);
+        ck_assert_int_eq(aev_loop_sock_recvfrom(loop, b, b2, i == 0 ? 3 : sizeof b2, (struct sockaddr *)&src,
+                                                &srclen, &f2),
+                         0);
+        ck_assert_int_eq(wait_fut(loop, f2), 0);
+        /* the first is truncated to the 3-byte buffer, the rest of it is gone */
+        ck_assert_int_eq(fut_value(f2), i == 0 ? 3 : 7);
+        ck_assert_int_eq(memcmp(b2, want[i], i == 0 ? 3 : 7), 0);
+        ck_assert_int_eq(srclen, alen);
+        ck_assert_int_eq(memcmp(&src, &aaddr, alen), 0);
+        aev_future_unref(f2);
+    }
+    ck_assert_int_eq(b1[0], 'X');
+    ck_assert_int_eq(fromlen, sizeof from); /* the cancelled one's out-parameters untouched */
+    aev_future_unref(f1);
+    close(a);
+    close(b);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_receiver_waiting_behind_cancelled_is_the_reader)
+{
+    /* a receive started right after a cancel may have to wait until the cancelled one has
+     * really ended (proactor); meanwhile it is the socket's reader: a third is refused */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tu_socketpair(sv);
+    char b1[8], b2[8], b3[8];
+    aev_future_t *f1 = NULL, *f2 = NULL, *f3 = (aev_future_t *)&b3;
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b1, sizeof b1, &f1), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b2, sizeof b2, &f2), 0);
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b3, sizeof b3, &f3), AEV_EINVALID_STATE);
+    ck_assert_ptr_null(f3);
+    ck_assert_ptr_nonnull(strstr(aev_error_detail(), "sock_recv"));
+    ck_assert_int_eq(aev_loop_sock_accept(loop, sv[0], NULL, NULL, &f3), AEV_EINVALID_STATE);
+    /* and once it is cancelled too, a new one may start; it gets the data */
+    ck_assert_int_eq(aev_future_cancel(f2, NULL), 1);
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b3, sizeof b3, &f3), 0);
+    tu_write(sv[1], "3rd");
+    ck_assert_int_eq(wait_fut(loop, f3), 0);
+    ck_assert_int_eq(fut_value(f3), 3);
+    ck_assert_int_eq(memcmp(b3, "3rd", 3), 0);
+    spin(loop, 0.02);
+    aev_future_unref(f1);
+    aev_future_unref(f2);
+    aev_future_unref(f3);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+#define HUGE ((size_t)8 << 20)
+
+START_TEST(test_sendall_8mib_slow_reader)
+{
+    /* 8 MiB to a reader that takes 16 KiB per ms: most of it waits for the socket (on a
+     * proactor, in native sends of a copy the core stages part by part); every byte arrives
+     * once, in order, and `sent` only grows */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tcp_pair(AF_INET, sv);
+    shrink_buffers(sv[0]);
+    unsigned char *data = pattern_buf(HUGE);
+    size_t sent = 0;
+    aev_future_t *fut = NULL;
+    ck_assert_int_eq(aev_loop_sock_sendall(loop, sv[0], data, HUGE, &sent, &fut), 0);
+    ck_assert_int_eq(aev_future_done(fut), 0);
+    reader_t r;
+    reader_start(&r, sv[1], 0, 16384, 0.0005);
+    size_t last = sent;
+    tu_guard_t guard = {0};
+    aev_handle_t *h = NULL;
+    ck_assert_int_eq(aev_loop_call_later(loop, 20.0, tu_guard_cb, &guard, &h), 0);
+    while (!aev_future_done(fut) && !guard.fired) {
+        tu_run_once(loop);
+        ck_assert_uint_ge(sent, last);
+        last = sent;
+    }
+    aev_handle_cancel(h);
+    aev_handle_unref(h);
+    ck_assert_int_eq(guard.fired, 0);
+    ck_assert_int_eq(fut_value(fut), (intptr_t)HUGE);
+    ck_assert_uint_eq(sent, HUGE);
+    aev_future_unref(fut);
+    ck_assert_int_eq(shutdown(sv[0], SHUT_WR), 0);
+    reader_join(&r, HUGE);
+    free(data);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_sendall_after_cancelled_sendall)
+{
+    /* A sendall is cancelled while it waits; the caller overwrites its buffer at once and the
+     * peer starts reading before the loop runs again; then another sendall follows. The peer
+     * gets bytes of the first buffer as it was (`sent` of them; on a proactor possibly also
+     * the part of one native send whose completion raced the cancel: the core sends from its
+     * own copy, so never the overwritten bytes), then all of the second's, never interleaved. */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tu_socketpair(sv);
+    shrink_buffers(sv[0]);
+    shrink_buffers(sv[1]);
+    size_t n1 = (size_t)1 << 20;
+    unsigned char *d1 = malloc(n1);
+    ck_assert_ptr_nonnull(d1);
+    memset(d1, 'A', n1);
+    size_t sent = 0;
+    aev_future_t *f1 = NULL, *f2 = NULL;
+    ck_assert_int_eq(aev_loop_sock_sendall(loop, sv[0], d1, n1, &sent, &f1), 0);
+    ck_assert_int_eq(aev_future_done(f1), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+    size_t sent_at_cancel = sent;
+    memset(d1, 'Z', n1); /* the caller's buffer is its own again */
+    size_t as = 0, bs = 0;
+    int bad = 0;
+    unsigned char buf[65536];
+    ssize_t k;
+    while ((k = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT)) > 0) /* room for the socket now */
+        for (ssize_t i = 0; i < k; i++)
+            bad |= buf[i] != 'A', as++;
+    ck_assert_int_eq(aev_loop_sock_sendall(loop, sv[0], "BBBBBBBB", 8, NULL, &f2), 0);
+    double end = tu_now() + 10;
+    while (bs < 8 && tu_now() < end) {
+        tu_run_once(loop);
+        while ((k = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+            for (ssize_t i = 0; i < k; i++) {
+                if (buf[i] == 'A' && bs == 0)
+                    as++;
+                else if (buf[i] == 'B')
+                    bs++;
+                else
+                    bad = 1;
+            }
+        }
+    }
+    ck_assert_msg(!bad, "bytes other than the first buffer's, then the second's");
+    ck_assert_uint_eq(bs, 8);
+    ck_assert_int_eq(wait_fut(loop, f2), 0);
+    ck_assert_uint_eq(sent, sent_at_cancel);
+    if (runs_native(loop)) {
+        /* at most what one send could still put in the socket's small buffers */
+        ck_assert_uint_ge(as, sent_at_cancel);
+        ck_assert_msg(as - sent_at_cancel < (64u << 10), "%zu bytes sent after the cancel", as - sent_at_cancel);
+    } else {
+        ck_assert_uint_eq(as, sent_at_cancel);
+    }
+    aev_future_unref(f1);
+    aev_future_unref(f2);
+    free(d1);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_cancelled_ops_let_go_of_sockets)
+{
+    /* once the cancel has been processed, nothing of a cancelled receive, accept or sendall
+     * holds on to the socket: closing it closes it (on a proactor the native operation was
+     * cancelled in the kernel, which otherwise keeps the file open) */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2], sw[2];
+    tu_socketpair(sv);
+    tu_socketpair(sw);
+    shrink_buffers(sw[0]);
+    struct sockaddr_storage laddr;
+    socklen_t llen;
+    int l = tcp_listener(AF_INET, &laddr, &llen);
+    char b[8];
+    unsigned char *data = pattern_buf(BIG);
+    aev_future_t *rf = NULL, *af = NULL, *sf = NULL;
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b, sizeof b, &rf), 0);
+    ck_assert_int_eq(aev_loop_sock_accept(loop, l, NULL, NULL, &af), 0);
+    ck_assert_int_eq(aev_loop_sock_sendall(loop, sw[0], data, BIG, NULL, &sf), 0);
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_future_cancel(rf, NULL) + aev_future_cancel(af, NULL) + aev_future_cancel(sf, NULL), 3);
+    spin(loop, 0.02);
+    close(sv[0]);
+    close(l);
+    close(sw[0]);
+    ck_assert_int_eq(recv(sv[1], b, sizeof b, MSG_DONTWAIT), 0); /* EOF: the socket is gone */
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&laddr, llen), -1);
+    ck_assert_int_eq(errno, ECONNREFUSED); /* nobody listens any more */
+    close(c);
+    /* the sendall's peer reads what was sent, then EOF */
+    unsigned char rb[65536];
+    ssize_t k;
+    while ((k = recv(sw[1], rb, sizeof rb, MSG_DONTWAIT)) > 0) {
+    }
+    ck_assert_int_eq(k, 0);
+    aev_future_unref(rf);
+    aev_future_unref(af);
+    aev_future_unref(sf);
+    free(data);
+    close(sv[1]);
+    close(sw[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+typedef struct {
+    int fd;
+} shut_t;
+
+static int shutdown_rdwr_cb(aev_loop_t *loop, void *arg)
+{
+    (void)loop;
+    ck_assert_int_eq(shutdown(((shut_t *)arg)->fd, SHUT_RDWR), 0);
+    return 0;
+}
+
+START_TEST(test_accept_errors)
+{
+    aev_loop_t *loop = tu_loop_new();
+    /* a socket that does not listen: refused by the kernel, the future's error */
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    aev_future_t *f = NULL;
+    ck_assert_int_eq(aev_loop_sock_accept(loop, s, NULL, NULL, &f), 0);
+    ck_assert_int_eq(wait_fut(loop, f), -EINVAL);
+    aev_future_unref(f);
+    close(s);
+    /* a listener shut down while the accept waits: the waiting accept fails */
+    struct sockaddr_storage laddr;
+    socklen_t llen;
+    int l = tcp_listener(AF_INET, &laddr, &llen);
+    ck_assert_int_eq(aev_loop_sock_accept(loop, l, NULL, NULL, &f), 0);
+    ck_assert_int_eq(aev_future_done(f), 0);
+    shut_t sh = {l};
+    ck_assert_int_eq(aev_loop_call_later(loop, 0.02, shutdown_rdwr_cb, &sh, NULL), 0);
+    ck_assert_int_eq(wait_fut(loop, f), -EINVAL);
+    aev_future_unref(f);
+    close(l);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_connect_errors)
+{
+    aev_loop_t *loop = tu_loop_new();
+    /* an address of another family: the kernel refuses it; the future carries the error */
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    aev_future_t *f = NULL;
+    ck_assert_int_eq(aev_loop_sock_connect(loop, c, (struct sockaddr *)&un, sizeof un, &f), 0);
+    int rc = wait_fut(loop, f);
+    ck_assert_msg(rc == -EAFNOSUPPORT || rc == -EINVAL, "connect: %d", rc);
+    ck_assert_int_eq(aev_future_error(f), rc);
+    aev_future_unref(f);
+    close(c);
+    /* a Unix path nobody listens on */
+    int u = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    snprintf(un.sun_path, sizeof un.sun_path, "/tmp/aev-sock-nobody-%d", (int)getpid());
+    ck_assert_int_eq(aev_loop_sock_connect(loop, u, (struct sockaddr *)&un, sizeof un, &f), 0);
+    ck_assert_int_eq(wait_fut(loop, f), -ENOENT);
+    aev_future_unref(f);
+    /* the socket is still usable: a listener appears and the same socket connects */
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&un, sizeof un), 0);
+    ck_assert_int_eq(listen(l, 4), 0);
+    ck_assert_int_eq(aev_loop_sock_connect(loop, u, (struct sockaddr *)&un, sizeof un, &f), 0);
+    ck_assert_int_eq(wait_fut(loop, f), 0);
+    ck_assert_int_eq(fut_value(f), 0);
+    aev_future_unref(f);
+    unlink(un.sun_path);
+    close(l);
+    close(u);
+    tu_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_loop_close_with_cancelled_in_flight)
+{
+    /* closing the loop while cancelled native operations are still in the kernel, one waits
+     * behind such an op, a cancelled accept's connection is kept for the next accept, and
+     * recvfrom, sendto and connect are pending: everything is released (valgrind: no leak),
+     * the kept connection is closed, the pending futures stay pending */
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2];
+    tu_socketpair(sv);
+    struct sockaddr_storage laddr, uaddr;
+    socklen_t llen, ulen;
+    int l = tcp_listener(AF_INET, &laddr, &llen);
+    int ud = udp_socket(AF_INET, &uaddr, &ulen);
+    char b1[8], b2[8], ub[8];
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    aev_future_t *f1 = NULL, *f2 = NULL, *af = NULL, *uf = NULL;
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b1, sizeof b1, &f1), 0);
+    ck_assert_int_eq(aev_loop_sock_accept(loop, l, NULL, NULL, &af), 0);
+    ck_assert_int_eq(aev_loop_sock_recvfrom(loop, ud, ub, sizeof ub, (struct sockaddr *)&from, &fromlen, &uf), 0);
+    tu_run_once(loop);
+    /* the accept is cancelled, then a client connects: its connection is taken by the
+     * cancelled native accept (proactor) or waits in the backlog (selector) */
+    ck_assert_int_eq(aev_future_cancel(af, NULL), 1);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&laddr, llen), 0);
+    spin(loop, 0.02);
+    /* a cancelled receive and one started at once behind it */
+    ck_assert_int_eq(aev_future_cancel(f1, NULL), 1);
+    ck_assert_int_eq(aev_loop_sock_recv(loop, sv[0], b2, sizeof b2, &f2), 0);
+    aev_future_unref(f1);
+    aev_future_unref(af);
+    int native = runs_native(loop);
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    ck_assert_int_eq(aev_future_done(f2), 0);
+    ck_assert_int_eq(aev_future_done(uf), 0);
+    aev_future_unref(f2);
+    aev_future_unref(uf);
+    aev_loop_free(loop);
+    /* the connection nobody accepted is closed (proactor: the cancelled native accept had
+     * taken it) or still in the backlog (selector) */
+    char x;
+    set_nonblock(c, 1);
+    ssize_t k = recv(c, &x, 1, 0);
+    if (native)
+        ck_assert_msg(k == 0, "recv: %zd %s", k, strerror(errno));
+    else
+        ck_assert_msg(k < 0 && errno == EAGAIN, "recv: %zd %s", k, strerror(errno));
+    close(c);
+    close(l);
+    close(ud);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
 static Suite *sock_suite(void)
 {
     Suite *s = suite_create("sock");
@@ -1344,6 +1807,17 @@ static Suite *sock_suite(void)
     TU_ADD(s, test_sendfile_bad_arguments);
     TU_ADD(s, test_sendfile_cancel_position);
     TU_ADD(s, test_loop_close_with_ops_in_flight);
+    TU_ADD(s, test_recv_cancel_then_send_then_recv);
+    TU_ADD(s, test_recv_cancel_then_send_iterate_then_recv);
+    TU_ADD(s, test_recv_cancel_data_split_over_receives);
+    TU_ADD(s, test_recvfrom_cancel_keeps_datagrams);
+    TU_ADD(s, test_receiver_waiting_behind_cancelled_is_the_reader);
+    TU_ADD(s, test_sendall_8mib_slow_reader);
+    TU_ADD(s, test_sendall_after_cancelled_sendall);
+    TU_ADD(s, test_cancelled_ops_let_go_of_sockets);
+    TU_ADD(s, test_accept_errors);
+    TU_ADD(s, test_connect_errors);
+    TU_ADD(s, test_loop_close_with_cancelled_in_flight);
     return s;
 }
 
