@@ -104,6 +104,9 @@ struct aev__op {
 int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op);
 int aev__op_completion_cancel(aev_loop_t *loop, aev__op_t *op);
 void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev);
+/* loop close, first: every op in flight is cancelled in the engine and waited for (its
+ * completions dropped), so that no kernel work touches memory its owner frees while closing */
+void aev__op_completion_quiesce(aev_loop_t *loop);
 /* loop close: ops in flight get a final done(-ECANCELED) now (before the engine goes) */
 void aev__op_completion_close(aev_loop_t *loop);
 /* after the engine was destroyed: the engine operations and buffers are freed */

@@ -37,6 +37,7 @@ typedef struct eop {
     uint8_t multishot;     /* the engine runs it multishot */
     uint8_t cancelling;
     uint8_t in_use;
+    uint8_t engine_done; /* loop close: the engine reported its final completion (quiesce) */
     struct eop *next_free;
 } eop_t;
 
@@ -345,6 +346,61 @@ void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev)
     c->batch[c->batch_len++] = *ev;
     if (!c->batch_queued && aev__ready_push_plain(loop, run_batch, NULL) == 0)
         c->batch_queued = 1;
+}
+
+/* Marks what one completion of a quiesce finishes; its buffer goes back to the ring. */
+static int quiesce_note(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event_t *ev)
+{
+    eop_t *e = (eop_t *)ev->op;
+    if (ev->flags & AEV_OP_CQE_BUFFER)
+        ring_recycle(loop, ev->buffer_id);
+    if ((ev->flags & AEV_OP_CQE_MORE) || e->engine_done)
+        return 0;
+    e->engine_done = 1;
+    (void)c;
+    return 1;
+}
+
+void aev__op_completion_quiesce(aev_loop_t *loop)
+{
+    aev__completion_t *c = loop->completion;
+    if (!c)
+        return;
+    /* Every op in flight is cancelled in the engine, and the loop waits until the engine has
+     * reported each one finished, before any owner lets go of its memory: a receive into a
+     * buffered protocol's buffer, a send from a write buffer, a sock op's own buffer. Between
+     * loop close and the engine's destroy the loop thread still makes system calls, and the
+     * kernel may run a pending request's work at any of them. What those completions carry is
+     * dropped (the loop is closing; asyncio drops it too); the owners' final done(-ECANCELED)
+     * comes from aev__op_completion_close. */
+    size_t pending = 0;
+    for (int i = 0; i < c->batch_len; i++) /* completions of the last wait not yet run */
+        if (c->batch[i].op)
+            (void)quiesce_note(loop, c, &c->batch[i]);
+    c->batch_len = 0;
+    for (size_t i = 0; i < c->nchunks; i++) {
+        eop_t *chunk = c->chunks[i];
+        for (int j = 0; j < EOP_CHUNK; j++) {
+            eop_t *e = &chunk[j];
+            aev__op_t *op = e->op.core_data;
+            if (!e->in_use || !op || op->eop != (void *)e || e->engine_done)
+                continue;
+            if (!e->cancelling) {
+                e->cancelling = 1;
+                (void)loop->poll->cancel(loop->backend, &e->op);
+            }
+            pending++;
+        }
+    }
+    aev_poll_event_t evs[64];
+    for (int rounds = 0; pending > 0 && rounds < 200; rounds++) {
+        int n = loop->poll->wait(loop->backend, 5000000, evs, 64);
+        if (n < 0)
+            break; /* cannot wait here (a defer_taskrun loop closed from another thread) */
+        for (int k = 0; k < n; k++)
+            if (evs[k].kind == AEV_POLL_EVENT_COMPLETION && evs[k].op && quiesce_note(loop, c, &evs[k]))
+                pending--;
+    }
 }
 
 void aev__op_completion_close(aev_loop_t *loop)

@@ -630,6 +630,7 @@ int aev_loop_close(aev_loop_t *loop)
     loop->slow_calls = 1;
     pthread_mutex_unlock(&loop->ts_lock);
     aev__ts_discard(loop);
+    aev__op_completion_quiesce(loop);
     aev__servers_loop_close(loop);
     aev__datagrams_loop_close(loop);
     aev__streams_loop_close(loop);

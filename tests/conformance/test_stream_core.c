@@ -724,6 +724,54 @@ START_TEST(test_loop_close_loses_transports)
 }
 END_TEST
 
+/* A receive in flight into a buffered protocol's buffer when the loop closes: once
+ * connection_lost has run, the protocol owns its buffer again, and nothing may write into it
+ * (on proactor, a native receive still in the kernel would, at the loop thread's next system
+ * call: the loop's close first cancels and waits for every native op). Bytes sent from
+ * connection_lost must not land in the buffer it just cleared. */
+static int g_late_peer = -1;
+
+static int r_lost_then_peer_sends(aev_protocol_t *p, int error)
+{
+    rec_t *r = (rec_t *)p;
+    r_lost(p, error);
+    memset(r->buf, 0, sizeof r->buf);
+    /* the transport's end may be closed by now (a Unix peer then gets EPIPE): no check */
+    (void)!send(g_late_peer, "late bytes", 10, MSG_NOSIGNAL);
+    return 0;
+}
+
+START_TEST(test_loop_close_no_late_receive)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *r = rec_new();
+    r->proto.get_buffer = r_get_buffer;
+    r->proto.buffer_updated = r_updated;
+    r->proto.connection_lost = r_lost_then_peer_sends;
+    r->small_cap = 64;
+    int sv[2];
+    make_transport(loop, r, sv, fam);
+    for (int i = 0; i < 3; i++) /* the receive is in flight */
+        tu_run_once(loop);
+    g_late_peer = sv[1];
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    ck_assert_int_eq(r->lost, 1);
+    for (int i = 0; i < 5; i++) { /* system calls, at which pending kernel work would run */
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    static const unsigned char zero[64];
+    ck_assert_msg(memcmp(r->buf, zero, sizeof zero) == 0,
+                  "the kernel wrote into a buffer after connection_lost: %.10s", (const char *)r->buf);
+    aev_loop_free(loop);
+    ck_assert_int_eq(memcmp(r->buf, zero, sizeof zero), 0);
+    close(sv[1]);
+    free(r);
+}
+END_TEST
+
 /* Close while writing: 8 MiB accepted while the peer does not read, then close(). Nothing
  * accepted is lost: connection_lost waits until the buffer is flushed, the peer reads every
  * byte in order and then EOF. */
@@ -937,6 +985,7 @@ static Suite *stream_core_suite(void)
     TU_ADD_LOOP(s, test_server_close_rules, TU_FAM_COUNT);
     TU_ADD(s, test_server_bad_input);
     TU_ADD_LOOP(s, test_loop_close_loses_transports, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_loop_close_no_late_receive, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_close_while_writing_nothing_lost, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_write_after_write_eof_rejected, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_extra_info_names, TU_FAM_COUNT);
