@@ -121,6 +121,13 @@ static int call_connection_lost(aev_loop_t *loop, void *arg)
         close(t->fd);
         t->fd = -1;
     }
+    /* A buffered protocol's receive still in the kernel writes into the protocol's buffer,
+     * which the protocol may free in connection_lost: that waits for the receive's final
+     * completion (stream_read_done). Not at loop close: the loop waited for every op then. */
+    if ((t->held & AEV__HELD_READ) && !(t->rop.flags & AEV__OP_SHARED_BUF) && !t->loop->closed) {
+        t->lost_waits_read = 1;
+        return 0;
+    }
     if (t->made && t->proto && t->proto->connection_lost) {
         int rc = t->proto->connection_lost(t->proto, t->conn_error);
         if (rc < 0) {
@@ -440,6 +447,10 @@ static void stream_read_done(aev__op_t *op, int result, unsigned flags)
         }
         if (result != 0)
             aev__stream_resume_io(t);
+        if (t->lost_waits_read) {
+            t->lost_waits_read = 0;
+            call_connection_lost(t->loop, t);
+        }
         aev_transport_unref(t); /* the cancel's reference */
         return;
     }

@@ -41,6 +41,8 @@ struct aev_transport {
     uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
                                holds a reference (completion engines) */
     uint8_t eof_stashed;    /* an EOF came after pause_reading, before its cancel took effect */
+    uint8_t lost_waits_read; /* connection_lost waits for the final completion of a cancelled
+                                receive into a buffered protocol's buffer (completion engines) */
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */

@@ -772,6 +772,56 @@ START_TEST(test_loop_close_no_late_receive)
 }
 END_TEST
 
+/* The same when the transport is aborted while the loop runs on: connection_lost comes
+ * only once no receive of the transport can write into the protocol's buffer any more.
+ * A busy loop (callbacks always ready) polls at most every 20 us, so connection_lost may
+ * run before the loop has handed the receive's cancel to the kernel. */
+static int g_busy;
+
+static int busy_cb(aev_loop_t *loop, void *arg)
+{
+    (void)arg;
+    if (g_busy)
+        ck_assert_int_eq(aev_loop_call_soon(loop, busy_cb, NULL, NULL), 0);
+    return 0;
+}
+
+START_TEST(test_abort_no_late_receive)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    rec_t *r = rec_new();
+    r->proto.get_buffer = r_get_buffer;
+    r->proto.buffer_updated = r_updated;
+    r->proto.connection_lost = r_lost_then_peer_sends;
+    r->small_cap = 64;
+    int sv[2];
+    aev_transport_t *t = make_transport(loop, r, sv, fam);
+    for (int i = 0; i < 3; i++) /* the receive is in flight */
+        tu_run_once(loop);
+    g_late_peer = sv[1];
+    g_busy = 1;
+    ck_assert_int_eq(aev_loop_call_soon(loop, busy_cb, NULL, NULL), 0);
+    tu_run_once(loop);
+    aev_transport_abort(t);
+    run_until(loop, &r->lost, 5);
+    g_busy = 0;
+    ck_assert_int_eq(r->lost, 1);
+    for (int i = 0; i < 5; i++) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        tu_run_once(loop);
+    }
+    static const unsigned char zero[64];
+    ck_assert_msg(memcmp(r->buf, zero, sizeof zero) == 0,
+                  "the kernel wrote into a buffer after connection_lost: %.10s", (const char *)r->buf);
+    close(sv[1]);
+    tu_loop_free(loop);
+    free(r);
+}
+END_TEST
+
 /* Close while writing: 8 MiB accepted while the peer does not read, then close(). Nothing
  * accepted is lost: connection_lost waits until the buffer is flushed, the peer reads every
  * byte in order and then EOF. */
@@ -986,6 +1036,7 @@ static Suite *stream_core_suite(void)
     TU_ADD(s, test_server_bad_input);
     TU_ADD_LOOP(s, test_loop_close_loses_transports, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_loop_close_no_late_receive, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_abort_no_late_receive, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_close_while_writing_nothing_lost, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_write_after_write_eof_rejected, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_extra_info_names, TU_FAM_COUNT);
