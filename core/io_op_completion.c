@@ -282,7 +282,10 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
     if (op) {
         if (op->flags & AEV__OP_SHARED_BUF)
             op->data = ring_buf ? ring_buf : e->own_buf;
-        int emulated_more = !more && !e->multishot && !e->cancelling && (op->flags & AEV__OP_MULTISHOT) &&
+        /* a multishot op that ends with a success and no cancel goes on: emulated multishot,
+         * and a native one the kernel ended (it does when the CQ is full: the last shot,
+         * bytes or an accepted fd, comes without F_MORE) */
+        int emulated_more = !more && !e->cancelling && (op->flags & AEV__OP_MULTISHOT) &&
                             (result > 0 || (result >= 0 && op->opcode == AEV_OP_ACCEPT));
         if (!more) {
             op->eop = NULL;
