@@ -644,8 +644,15 @@ static int check_op(aev_poll_backend_t *b, const aev_poll_op_t *op)
         return -EINVAL;
     }
     if ((op->flags & AEV_OP_F_BUFFER_SELECT) && op->opcode != AEV_OP_RECV &&
-        op->opcode != AEV_OP_READV) {
-        h->set_error_detail("io_uring: AEV_OP_F_BUFFER_SELECT applies to RECV and READV only");
+        op->opcode != AEV_OP_READV && op->opcode != AEV_OP_RECVMSG) {
+        h->set_error_detail("io_uring: AEV_OP_F_BUFFER_SELECT applies to RECV, READV and RECVMSG only");
+        return -EINVAL;
+    }
+    /* RECVMSG with a provided buffer: the kernel fills one iovec, whose length caps the
+     * receive (its base is ignored) */
+    if ((op->flags & AEV_OP_F_BUFFER_SELECT) && op->opcode == AEV_OP_RECVMSG &&
+        (!op->msg || op->msg->msg_iovlen > 1)) {
+        h->set_error_detail("io_uring: a RECVMSG with AEV_OP_F_BUFFER_SELECT needs a msghdr of at most one iovec");
         return -EINVAL;
     }
     if (op->flags & ~(AEV_OP_F_MULTISHOT | AEV_OP_F_BUFFER_SELECT)) {
@@ -838,6 +845,11 @@ static void mark_received(aev_poll_backend_t *b, const aev_poll_op_t *op, const 
         unsigned id = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         if (g && id < g->count)
             MARK_DEFINED(g->base + (size_t)id * g->size, n < g->size ? n : g->size);
+        if (op->opcode == AEV_OP_RECVMSG) { /* the header and the sender's address too */
+            MARK_DEFINED(op->msg, sizeof *op->msg);
+            if (op->msg->msg_name)
+                MARK_DEFINED(op->msg->msg_name, op->msg->msg_namelen);
+        }
         return;
     }
     switch (op->opcode) {
