@@ -355,18 +355,13 @@ static int stream_read_prepare(aev__op_t *op)
 }
 
 /* Keeps what a receive brought while reading was paused (its cancel was on its way, on a
- * completion engine): nothing received is ever dropped. 0, or -ENOMEM. */
+ * completion engine): nothing received is ever dropped. A buffered protocol's bytes are
+ * copied out of its buffer too: no buffer_updated while paused (asyncio calls none), they
+ * reach it on resume through get_buffer as any stashed bytes. 0, or -ENOMEM. */
 static int stream_stash(aev_transport_t *t, aev__op_t *op, int result)
 {
     if (result == 0) {
         t->eof_stashed = 1;
-        return 0;
-    }
-    if (!(op->flags & AEV__OP_SHARED_BUF)) { /* already in the protocol's own buffer */
-        aev_protocol_t *p = t->proto;
-        int rc = p->buffer_updated ? p->buffer_updated(p, (size_t)result) : 0;
-        if (rc < 0)
-            protocol_raised(t, "buffer_updated raised", rc);
         return 0;
     }
     char *n = realloc(t->rstash, t->rstash_len + (size_t)result);
@@ -394,6 +389,8 @@ static int stream_unstash_cb(aev_loop_t *loop, void *arg)
         if (t->eof_stashed && t->reading && !t->closing && !t->lost) {
             t->eof_stashed = 0;
             on_eof(t);
+        } else if (len && !t->eof_stashed) {
+            aev__stream_resume_io(t); /* not before: it could receive into the same buffer */
         }
     }
     aev_transport_unref(t);
@@ -501,7 +498,9 @@ void aev_transport_resume_reading(aev_transport_t *t)
     if ((t->rstash_len || t->eof_stashed) &&
         aev_loop_call_soon(t->loop, stream_unstash_cb, aev_transport_ref(t), NULL) < 0)
         aev_transport_unref(t);
-    if (t->made && !t->eof_stashed)
+    /* with stashed bytes the receive starts once they were delivered (stream_unstash_cb): a
+     * buffered protocol's get_buffer may hand out the buffer they are copied into */
+    if (t->made && !t->eof_stashed && !t->rstash_len)
         aev__stream_resume_io(t);
 }
 
