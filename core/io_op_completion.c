@@ -299,8 +299,11 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
         op->done(op, result, (more || emulated_more) ? AEV__OP_MORE : 0);
         if (emulated_more && op->active && !op->eop) { /* not final: op is alive */
             op->active = 0;
-            if (aev__op_completion_submit(loop, op) == 0)
+            int rc = aev__op_completion_submit(loop, op);
+            if (rc == 0)
                 op->active = 1;
+            else
+                op->done(op, rc, 0); /* it cannot go on: its owner hears it, as a final error */
         }
         free(own);
     }
