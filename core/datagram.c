@@ -810,7 +810,7 @@ void aev_datagram_transport_close(aev_datagram_transport_t *t)
     if (!t || t->closing || t->lost)
         return;
     t->closing = 1;
-    (void)aev__op_cancel(t->loop, &t->rop);
+    op_stop(t, &t->rop);
     if (!t->head)
         schedule_connection_lost(t);
     /* else: connection_lost once the buffer is sent (dgram_write_done) */

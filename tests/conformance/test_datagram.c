@@ -33,7 +33,17 @@ typedef struct rec {
     int raise_in_made;
     int send_in_resume;               /* resume_writing sends one more datagram */
     size_t size_at_pause, size_at_resume; /* get_write_buffer_size then */
+    aev_datagram_transport_t *pause_other; /* datagram_received pauses this transport (once) */
+    aev_datagram_transport_t *abort_other; /* datagram_received aborts this transport (once) */
+    size_t big_len[4];                /* datagrams above 128 bytes: their lengths */
+    int nbig, big_bad;                /* how many, and how many not as big_fill made them */
 } rec_t;
+
+/* The byte at i of a big test datagram. */
+static unsigned char big_byte(size_t i)
+{
+    return (unsigned char)(i * 7 % 251);
+}
 
 /* The condition that stops the loop, checked after every event the test sees. */
 static int (*g_pred)(void *);
@@ -75,7 +85,22 @@ static int r_received(aev_datagram_protocol_t *p, const void *d, size_t n, const
     ck_assert_int_eq(r->made, 1);
     ck_assert_int_eq(r->lost, 0);
     ck_assert_int_lt(r->nd, MAXD);
-    ck_assert_uint_le(n, sizeof r->data[0]);
+    if (n > sizeof r->data[0]) { /* a big one: checked here, its length kept */
+        ck_assert_int_lt(r->nbig, 4);
+        r->big_len[r->nbig++] = n;
+        for (size_t i = 0; i < n; i++)
+            if (((const unsigned char *)d)[i] != big_byte(i))
+                r->big_bad++;
+        n = 0;
+    }
+    if (r->pause_other) {
+        aev_datagram_transport_pause_reading(r->pause_other);
+        r->pause_other = NULL;
+    }
+    if (r->abort_other) {
+        aev_datagram_transport_abort(r->abort_other);
+        r->abort_other = NULL;
+    }
     memcpy(r->data[r->nd], d, n);
     r->len[r->nd] = n;
     ck_assert((a == NULL) == (al == 0));
@@ -1004,6 +1029,309 @@ START_TEST(test_loop_close_with_open_endpoint)
 }
 END_TEST
 
+/* ---- the proactor's completion contract -------------------------------------------------- */
+
+/* A 60000-byte UDP datagram arrives whole (the selector's 64 KiB buffer holds it; so must the
+ * proactor's native receive, whose engine buffers are 16 KiB), each way. */
+static void big_datagrams(const char *host)
+{
+    aev_loop_t *loop = tu_loop_new();
+    rec_t a, b;
+    rec_init(&a, loop);
+    rec_init(&b, loop);
+    aev_datagram_options_t o = {.local_host = host};
+    aev_datagram_transport_t *ta = endpoint(loop, &a, &o);
+    aev_datagram_transport_t *tb = endpoint(loop, &b, &o);
+    struct sockaddr_storage sa, sb;
+    socklen_t la = sockname(ta, &sa), lb = sockname(tb, &sb);
+    enum { BIG = 60000 };
+    unsigned char *big = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++)
+        big[i] = big_byte(i);
+    ck_assert_int_eq(aev_datagram_transport_sendto(ta, big, BIG, (struct sockaddr *)&sb, lb), 0);
+    ck_assert_int_eq(aev_datagram_transport_sendto(ta, "small", 5, (struct sockaddr *)&sb, lb), 0);
+    ck_assert_int_eq(aev_datagram_transport_sendto(tb, big, 20000, (struct sockaddr *)&sa, la), 0);
+    free(big); /* the transport copied what it could not send at once */
+    run_until(loop, pred_nd2, &b);
+    run_until(loop, pred_nd, &a);
+    ck_assert_int_eq(b.nbig, 1);
+    ck_assert_uint_eq(b.big_len[0], BIG);
+    ck_assert_int_eq(b.big_bad, 0);
+    ck_assert_uint_eq(b.len[1], 5); /* then the small one, in order */
+    ck_assert_int_eq(memcmp(b.data[1], "small", 5), 0);
+    ck_assert_uint_eq(b.fromlen[0], la);
+    ck_assert_int_eq(memcmp(&b.from[0], &sa, la), 0);
+    ck_assert_int_eq(a.nbig, 1);
+    ck_assert_uint_eq(a.big_len[0], 20000);
+    ck_assert_int_eq(a.big_bad, 0);
+    ck_assert_int_eq(a.nerr + b.nerr, 0);
+    close_and_wait(loop, &a);
+    close_and_wait(loop, &b);
+    tu_loop_free(loop);
+}
+
+START_TEST(test_udp4_big_datagram)
+{
+    big_datagrams("127.0.0.1");
+}
+END_TEST
+
+START_TEST(test_udp6_big_datagram)
+{
+    if (!have_ipv6())
+        return; /* no ::1 here */
+    big_datagrams("::1");
+}
+END_TEST
+
+/* Numbered datagrams "A<seq>" padded to 100 bytes. */
+static void numbered(char *buf, char tag, int seq)
+{
+    memset(buf, '.', 100);
+    snprintf(buf, 16, "%c%d", tag, seq);
+}
+
+static int pred_nd20_lost(void *arg)
+{
+    rec_t *r = arg; /* r[0] receives, r[1] sends */
+    return r[0].nd >= 20 && r[1].lost > 0;
+}
+
+/* close() right after many sends (on the proactor each is a native send, one in flight, the
+ * rest queued): every datagram goes, in order, then connection_lost. */
+START_TEST(test_close_with_sends_in_flight)
+{
+    aev_loop_t *loop = tu_loop_new();
+    rec_t r[2]; /* r[0] receives, r[1] sends */
+    rec_init(&r[0], loop);
+    rec_init(&r[1], loop);
+    aev_datagram_transport_t *tb = endpoint(loop, &r[0], &(aev_datagram_options_t){.local_host = "127.0.0.1"});
+    struct sockaddr_storage sb;
+    sockname(tb, &sb);
+    aev_datagram_transport_t *ta =
+        endpoint(loop, &r[1], &(aev_datagram_options_t){.remote_host = "127.0.0.1", .remote_port = port_of(&sb)});
+    char buf[100];
+    for (int i = 0; i < 20; i++) {
+        numbered(buf, 'A', i);
+        ck_assert_int_eq(aev_datagram_transport_sendto(ta, buf, sizeof buf, NULL, 0), 0);
+    }
+    aev_datagram_transport_close(ta);
+    ck_assert_int_eq(aev_datagram_transport_sendto(ta, buf, sizeof buf, NULL, 0), AEV_EINVALID_STATE);
+    run_until(loop, pred_nd20_lost, r);
+    ck_assert_int_eq(r[0].nd, 20);
+    for (int i = 0; i < 20; i++) {
+        numbered(buf, 'A', i);
+        ck_assert_uint_eq(r[0].len[i], 100);
+        ck_assert_int_eq(memcmp(r[0].data[i], buf, 100), 0);
+    }
+    ck_assert_int_eq(r[1].lost, 1);
+    ck_assert_int_eq(r[1].lost_error, 0);
+    ck_assert_int_eq(r[1].nerr, 0);
+    close_and_wait(loop, &r[0]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+static int pred_from_c(void *arg)
+{
+    rec_t *r = arg;
+    for (int i = 0; i < r->nd; i++)
+        if (r->data[i][0] == 'C')
+            return 1;
+    return 0;
+}
+
+/* abort() with sends queued and one in flight (proactor: its engine operation reads the
+ * datagram when the loop next enters the kernel, after the abort): the buffer is dropped,
+ * but the datagram in flight stays untouched until its send completed - another endpoint's
+ * send right after the abort reuses freed memory of that size, which must not be it. */
+START_TEST(test_abort_with_send_in_flight)
+{
+    aev_loop_t *loop = tu_loop_new();
+    rec_t b, a, c;
+    rec_init(&b, loop);
+    rec_init(&a, loop);
+    rec_init(&c, loop);
+    aev_datagram_transport_t *tb = endpoint(loop, &b, &(aev_datagram_options_t){.local_host = "127.0.0.1"});
+    struct sockaddr_storage sb;
+    sockname(tb, &sb);
+    aev_datagram_options_t to_b = {.remote_host = "127.0.0.1", .remote_port = port_of(&sb)};
+    aev_datagram_transport_t *ta = endpoint(loop, &a, &to_b);
+    aev_datagram_transport_t *tc = endpoint(loop, &c, &to_b);
+    char buf[100];
+    for (int i = 0; i < 5; i++) {
+        numbered(buf, 'A', i);
+        ck_assert_int_eq(aev_datagram_transport_sendto(ta, buf, sizeof buf, NULL, 0), 0);
+    }
+    aev_datagram_transport_abort(ta);
+    ck_assert_uint_eq(aev_datagram_transport_get_write_buffer_size(ta), 0);
+    numbered(buf, 'C', 0);
+    ck_assert_int_eq(aev_datagram_transport_sendto(tc, buf, sizeof buf, NULL, 0), 0);
+    run_until(loop, pred_from_c, &b);
+    run_until(loop, pred_lost, &a);
+    ck_assert_int_eq(a.lost_error, 0);
+    /* what came from A: A's datagrams, whole, in order, from A's address */
+    struct sockaddr_storage sa;
+    socklen_t la = sockname(tc, &sa);
+    int from_a = 0;
+    for (int i = 0; i < b.nd; i++) {
+        int is_c = memcmp(&b.from[i], &sa, la) == 0;
+        numbered(buf, is_c ? 'C' : 'A', is_c ? 0 : from_a);
+        ck_assert_msg(memcmp(b.data[i], buf, 100) == 0, "datagram %d: %.8s", i, b.data[i]);
+        from_a += !is_c;
+    }
+    ck_assert_int_le(from_a, 5);
+    aev_datagram_transport_abort(tc);
+    close_and_wait(loop, &b);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* abort() while a receive is in flight and its datagram already came (on the proactor: its
+ * completion waits in the same batch, behind the callback that aborts): nothing is delivered
+ * after abort, connection_lost(0) comes once, the socket is closed, nothing leaks. */
+START_TEST(test_abort_with_receive_in_flight)
+{
+    aev_loop_t *loop = tu_loop_new();
+    rec_t a, b;
+    rec_init(&a, loop);
+    rec_init(&b, loop);
+    aev_datagram_options_t o = {.local_host = "127.0.0.1"};
+    /* B first: a selector that dispatches in fd order (poll, select) then sees B's datagram
+     * before A's, as the kernel received them */
+    aev_datagram_transport_t *tb = endpoint(loop, &b, &o);
+    aev_datagram_transport_t *ta = endpoint(loop, &a, &o);
+    struct sockaddr_storage sa, sb;
+    socklen_t la = sockname(ta, &sa), lb = sockname(tb, &sb);
+    int fd = aev_datagram_transport_get_fd(ta);
+    tu_run_once(loop); /* both receives wait in the kernel now (proactor) */
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    b.abort_other = ta; /* B's datagram_received aborts A */
+    ck_assert_int_eq(sendto(s, "to-b", 4, 0, (struct sockaddr *)&sb, lb), 4);
+    ck_assert_int_eq(sendto(s, "racing", 6, 0, (struct sockaddr *)&sa, la), 6);
+    run_until(loop, pred_lost, &a);
+    for (int i = 0; i < 3; i++)
+        tu_run_once(loop);
+    ck_assert_int_eq(b.nd, 1);
+    ck_assert_int_eq(a.nd, 0);
+    ck_assert_int_eq(a.lost, 1);
+    ck_assert_int_eq(a.lost_error, 0);
+    ck_assert(!tu_fd_is_open(fd));
+    close(s);
+    close_and_wait(loop, &b);
+    tu_loop_free(loop);
+}
+END_TEST
+
+static int pred_nd3(void *arg)
+{
+    return ((rec_t *)arg)->nd >= 3;
+}
+
+static int pred_nd4(void *arg)
+{
+    return ((rec_t *)arg)->nd >= 4;
+}
+
+/* pause_reading called while a datagram for the paused endpoint is already received (on the
+ * proactor: its completion waits in the same batch, behind the callback that pauses): it is
+ * not delivered while paused, nor lost; after resume it comes first, then those that came
+ * meanwhile, in order. */
+START_TEST(test_pause_reading_races_datagram)
+{
+    aev_loop_t *loop = tu_loop_new();
+    rec_t a, b;
+    rec_init(&a, loop);
+    rec_init(&b, loop);
+    aev_datagram_options_t o = {.local_host = "127.0.0.1"};
+    aev_datagram_transport_t *ta = endpoint(loop, &a, &o);
+    aev_datagram_transport_t *tb = endpoint(loop, &b, &o);
+    struct sockaddr_storage sa, sb;
+    socklen_t la = sockname(ta, &sa), lb = sockname(tb, &sb);
+    tu_run_once(loop); /* both receives wait in the kernel now (proactor) */
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&lo, sizeof lo), 0);
+    b.pause_other = ta; /* B's datagram_received pauses A */
+    ck_assert_int_eq(sendto(s, "to-b", 4, 0, (struct sockaddr *)&sb, lb), 4);
+    ck_assert_int_eq(sendto(s, "one", 3, 0, (struct sockaddr *)&sa, la), 3);
+    run_until(loop, pred_nd, &b);
+    ck_assert_int_eq(aev_datagram_transport_is_reading(ta), 0);
+    /* a selector may have dispatched A's readiness before B's (poll, select: fd order) */
+    int early = a.nd;
+    ck_assert_int_le(early, 1);
+    ck_assert_int_eq(sendto(s, "two", 3, 0, (struct sockaddr *)&sa, la), 3);
+    ck_assert_int_eq(sendto(s, "three", 5, 0, (struct sockaddr *)&sa, la), 5);
+    for (int i = 0; i < 4; i++)
+        tu_run_once(loop);
+    ck_assert_int_eq(a.nd, early); /* paused: nothing more */
+    aev_datagram_transport_resume_reading(ta);
+    run_until(loop, pred_nd3, &a);
+    ck_assert_int_eq(a.nd, 3);
+    ck_assert_int_eq(memcmp(a.data[0], "one", 3), 0);
+    ck_assert_int_eq(memcmp(a.data[1], "two", 3), 0);
+    ck_assert_int_eq(memcmp(a.data[2], "three", 5), 0);
+    struct sockaddr_storage ss;
+    socklen_t ls = sizeof ss;
+    ck_assert_int_eq(getsockname(s, (struct sockaddr *)&ss, &ls), 0);
+    ck_assert_uint_eq(a.fromlen[0], ls); /* the stashed one kept its sender */
+    ck_assert_int_eq(memcmp(&a.from[0], &ss, ls), 0);
+    /* paused again right after resume: still nothing lost */
+    aev_datagram_transport_pause_reading(ta);
+    ck_assert_int_eq(sendto(s, "four", 4, 0, (struct sockaddr *)&sa, la), 4);
+    aev_datagram_transport_resume_reading(ta);
+    aev_datagram_transport_pause_reading(ta);
+    tu_run_once(loop);
+    ck_assert_int_eq(a.nd, 3);
+    aev_datagram_transport_resume_reading(ta);
+    run_until(loop, pred_nd4, &a);
+    ck_assert_int_eq(a.nd, 4);
+    ck_assert_int_eq(memcmp(a.data[3], "four", 4), 0);
+    close(s);
+    close_and_wait(loop, &a);
+    close_and_wait(loop, &b);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* The loop closes with a receive in flight, a datagram stashed by a racing pause, and sends
+ * queued (proactor: native operations in flight): every endpoint gets connection_lost
+ * (AEV_ECLOSED), nothing leaks (valgrind), no fd stays open. */
+START_TEST(test_loop_close_with_ops_in_flight)
+{
+    int before = count_fds();
+    aev_loop_t *loop = tu_loop_new();
+    rec_t a, b;
+    rec_init(&a, loop);
+    rec_init(&b, loop);
+    aev_datagram_transport_t *ta = endpoint(loop, &a, &(aev_datagram_options_t){.local_host = "127.0.0.1"});
+    struct sockaddr_storage sa;
+    socklen_t la = sockname(ta, &sa);
+    aev_datagram_transport_t *tb =
+        endpoint(loop, &b, &(aev_datagram_options_t){.remote_host = "127.0.0.1", .remote_port = port_of(&sa)});
+    (void)la;
+    tu_run_once(loop);
+    ck_assert_int_eq(aev_datagram_transport_sendto(tb, "stashed", 7, NULL, 0), 0);
+    tu_run_once(loop);
+    aev_datagram_transport_pause_reading(ta);
+    tu_run_once(loop);
+    aev_datagram_transport_resume_reading(ta); /* its delivery is queued, never runs */
+    char buf[100];
+    for (int i = 0; i < 10; i++) {
+        numbered(buf, 'B', i);
+        ck_assert_int_eq(aev_datagram_transport_sendto(tb, buf, sizeof buf, NULL, 0), 0);
+    }
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    ck_assert_int_eq(a.lost, 1);
+    ck_assert_int_eq(a.lost_error, AEV_ECLOSED);
+    ck_assert_int_eq(b.lost, 1);
+    ck_assert_int_eq(b.lost_error, AEV_ECLOSED);
+    (void)ta;
+    aev_loop_free(loop);
+    ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
 static Suite *datagram_suite(void)
 {
     Suite *s = suite_create("datagram");
@@ -1026,6 +1354,13 @@ static Suite *datagram_suite(void)
     TU_ADD(s, test_connection_made_raises);
     TU_ADD(s, test_cancel_creation);
     TU_ADD(s, test_loop_close_with_open_endpoint);
+    TU_ADD(s, test_udp4_big_datagram);
+    TU_ADD(s, test_udp6_big_datagram);
+    TU_ADD(s, test_close_with_sends_in_flight);
+    TU_ADD(s, test_abort_with_send_in_flight);
+    TU_ADD(s, test_abort_with_receive_in_flight);
+    TU_ADD(s, test_pause_reading_races_datagram);
+    TU_ADD(s, test_loop_close_with_ops_in_flight);
     return s;
 }
 
