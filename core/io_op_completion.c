@@ -28,6 +28,15 @@
 #define RING_SIZE 16384u
 #define OWN_BUF_SIZE 16384u
 #define EOP_CHUNK 64
+/* A multishot lent-buffer receive whose data keeps coming in big pieces leaves the ring for
+ * "poll, then recv(2) into the loop's shared buffer": the kernel then writes every big
+ * receive into the same hot 64 KiB instead of cycling through the ring's 1 MiB (a ring
+ * receive costs no system call but, at 16 KiB a message and 50 connections, far more cache
+ * misses: bench/README.md, "The proactor"). Small receives bring it back to the ring. */
+#define HOT_BIG (RING_SIZE / 2)
+#define HOT_BIG_STREAK 4
+#define HOT_SMALL 2048
+#define HOT_SMALL_STREAK 16
 
 /* An engine operation and what the core keeps with it. */
 typedef struct eop {
@@ -38,6 +47,9 @@ typedef struct eop {
     uint8_t cancelling;
     uint8_t in_use;
     uint8_t engine_done; /* loop close: the engine reported its final completion (quiesce) */
+    uint8_t hot;         /* a lent-buffer receive runs as poll + recv(2) into the loop's buffer */
+    uint8_t switching;   /* its ring receive is being cancelled to go hot */
+    uint8_t streak;      /* successive receives that argue for the other way */
     struct eop *next_free;
 } eop_t;
 
@@ -215,6 +227,90 @@ static int eop_start(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_
     return loop->poll->submit(loop->backend, p);
 }
 
+/* Can this op go hot (a multishot lent-buffer stream receive on a loop with a ring)? */
+static int hot_eligible(const aev__completion_t *c, const aev__op_t *op)
+{
+    return c->ring_base && op->opcode == AEV_OP_RECV &&
+           (op->flags & (AEV__OP_SHARED_BUF | AEV__OP_MULTISHOT)) == (AEV__OP_SHARED_BUF | AEV__OP_MULTISHOT);
+}
+
+/* Re-arms e for op: a one-shot POLLIN (hot), or the ring receive again. */
+static int eop_arm(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_t *e, int hot)
+{
+    memset(&e->op, 0, sizeof e->op);
+    e->hot = (uint8_t)hot;
+    e->switching = 0;
+    e->multishot = 0;
+    e->streak = 0;
+    if (!hot)
+        return eop_start(loop, c, op, e);
+    aev_poll_op_t *p = &e->op;
+    p->opcode = AEV_OP_POLL;
+    p->fd = op->fd;
+    p->fd_out = -1;
+    p->offset = -1;
+    p->poll_events = AEV_POLL_IN;
+    p->core_data = op;
+    return loop->poll->submit(loop->backend, p);
+}
+
+/* op goes on with e after a done(MORE) that left it active: re-armed, else it ends with the
+ * error. e is put back if the owner stopped op in done(). */
+static void hot_continue(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_t *e, int hot)
+{
+    if (!op->active || op->eop) { /* stopped in done() (cancel answered 0) */
+        eop_put(c, e);
+        return;
+    }
+    op->eop = e;
+    int rc = eop_arm(loop, c, op, e, hot);
+    if (rc < 0) {
+        op->eop = NULL;
+        op->active = 0;
+        eop_put(c, e);
+        op->done(op, rc, 0);
+    }
+}
+
+/* A hot receive's POLLIN came (or an error, or the cancel of its owner). */
+static void run_hot(aev_loop_t *loop, aev__completion_t *c, eop_t *e, aev__op_t *op, int result)
+{
+    if (e->cancelling) { /* the owner's cancel: nothing was received */
+        op->eop = NULL;
+        op->active = 0;
+        eop_put(c, e);
+        op->done(op, -ECANCELED, 0);
+        return;
+    }
+    int r = result;
+    if (r >= 0) {
+        size_t size = 0;
+        void *buf = aev__op_shared_buffer(loop, &size);
+        ssize_t n = buf ? recv(op->fd, buf, size, MSG_DONTWAIT) : -1;
+        r = buf ? (n >= 0 ? (int)n : -errno) : -ENOMEM;
+        if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) { /* woken for nothing */
+            op->eop = NULL;
+            hot_continue(loop, c, op, e, 1);
+            return;
+        }
+        op->data = buf;
+    }
+    if (r > 0) {
+        uint8_t streak = r < HOT_SMALL ? (uint8_t)(e->streak + 1) : 0;
+        op->eop = NULL; /* active: a cancel in done() finishes it at once */
+        op->done(op, r, AEV__OP_MORE);
+        int hot = streak < HOT_SMALL_STREAK;
+        hot_continue(loop, c, op, e, hot);
+        if (hot && op->eop == e)
+            e->streak = streak;
+        return;
+    }
+    op->eop = NULL; /* the end of the stream, or an error: final */
+    op->active = 0;
+    eop_put(c, e);
+    op->done(op, r, 0);
+}
+
 int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op)
 {
     aev__completion_t *c = completion_state(loop);
@@ -265,6 +361,24 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
     if (ev->flags & AEV_OP_CQE_BUFFER)
         ring_buf = (char *)c->ring_base + (size_t)ev->buffer_id * RING_SIZE;
     int result = ev->result;
+    if (op && e->hot) {
+        run_hot(loop, c, e, op, result);
+        return;
+    }
+    if (op && e->switching && !more && !e->cancelling && op->active &&
+        (result > 0 || result == -ECANCELED || result == -ENOBUFS)) {
+        /* the ring receive we cancelled to go hot ended: what it brought still goes to the
+         * owner, then the op goes on hot */
+        op->eop = NULL;
+        if (result > 0) {
+            op->data = ring_buf;
+            op->done(op, result, AEV__OP_MORE);
+        }
+        if (ring_buf)
+            ring_recycle(loop, ev->buffer_id);
+        hot_continue(loop, c, op, e, 1);
+        return;
+    }
     if (op && op->active && !e->cancelling && result == -ENOBUFS && (e->op.flags & AEV_OP_F_BUFFER_SELECT)) {
         /* the ring ran dry: a multishot receive ended; start it again (the owner never sees
          * it) once this batch gave its buffers back */
@@ -297,6 +411,14 @@ static void run_one(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event
         if (emulated_more)
             op->active = 1; /* resubmitted below unless done() cancels it */
         op->done(op, result, (more || emulated_more) ? AEV__OP_MORE : 0);
+        if (more && op->active && op->eop == (void *)e && !e->cancelling && !e->switching &&
+            hot_eligible(c, op)) {
+            e->streak = result >= (int)HOT_BIG ? (uint8_t)(e->streak + 1) : 0;
+            if (e->streak >= HOT_BIG_STREAK) { /* big pieces: leave the ring */
+                e->switching = 1;
+                (void)loop->poll->cancel(loop->backend, &e->op);
+            }
+        }
         if (emulated_more && op->active && !op->eop) { /* not final: op is alive */
             op->active = 0;
             int rc = aev__op_completion_submit(loop, op);

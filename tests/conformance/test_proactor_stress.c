@@ -878,6 +878,104 @@ START_TEST(test_server_close_while_clients_connect)
 }
 END_TEST
 
+/* ---- 6. a receive that moves between the ring and poll + recv(2) ------------------------ */
+
+/* On a proactor loop a stream receive whose pieces keep coming big leaves the provided
+ * buffer ring for "poll, then recv(2) into the loop's shared buffer", and small pieces
+ * bring it back (core/io_op_completion.c, "hot"). The writer sends, in ping-pong with the
+ * reader, cycles of 12 pieces of 32 KiB, then 40 pieces of 100 bytes; the reader pauses
+ * reading on some big pieces (resuming from the next iteration, so the switch races a
+ * cancel). Every byte arrives once, in order, none while paused. */
+#define HOT_CYCLES 4
+#define HOT_BIG_PIECES 12
+#define HOT_BIG_SIZE (32u << 10)
+#define HOT_SMALL_PIECES 40
+#define HOT_SMALL_SIZE 100u
+
+typedef struct hot_case {
+    stress_t st;
+    size_t sent;   /* bytes the writer has written */
+    unsigned piece; /* pieces written */
+    unsigned char *pattern;
+} hot_case_t;
+
+static hot_case_t *g_hot;
+
+static size_t hot_total(void)
+{
+    return (size_t)HOT_CYCLES * (HOT_BIG_PIECES * HOT_BIG_SIZE + HOT_SMALL_PIECES * HOT_SMALL_SIZE);
+}
+
+/* The writer's next piece, once the reader has everything sent so far. */
+static void hot_next_piece(hot_case_t *h)
+{
+    conn_t *w = &h->st.conns[1];
+    if (h->sent == hot_total()) {
+        ck_assert_int_eq(aev_transport_write_eof(w->t), 0);
+        return;
+    }
+    unsigned in_cycle = h->piece % (HOT_BIG_PIECES + HOT_SMALL_PIECES);
+    size_t n = in_cycle < HOT_BIG_PIECES ? HOT_BIG_SIZE : HOT_SMALL_SIZE;
+    ck_assert_int_eq(aev_transport_write(w->t, h->pattern + h->sent, n), 0);
+    h->sent += n;
+    h->piece++;
+}
+
+static void hot_made(conn_t *c)
+{
+    if (c->id == 1)
+        hot_next_piece(g_hot);
+}
+
+static void hot_data(conn_t *c)
+{
+    hot_case_t *h = g_hot;
+    if (c->id != 0 || c->got != h->sent)
+        return;
+    unsigned in_cycle = (h->piece - 1) % (HOT_BIG_PIECES + HOT_SMALL_PIECES);
+    if (in_cycle == 6 || in_cycle == 9) { /* pause while the receive may be switching */
+        aev_transport_pause_reading(c->t);
+        c->paused = 1;
+        ck_assert_int_eq(aev_loop_call_soon(c->st->loop, toggle_resume_cb, aev_transport_ref(c->t), NULL), 0);
+    }
+    hot_next_piece(h);
+}
+
+START_TEST(test_receive_ring_and_hot)
+{
+    const int fam = _i;
+    TU_SKIP_UNAVAILABLE(fam);
+    aev_loop_t *loop = tu_loop_new();
+    hot_case_t *h = calloc(1, sizeof *h);
+    ck_assert_ptr_nonnull(h);
+    g_hot = h;
+    h->pattern = malloc(hot_total());
+    ck_assert_ptr_nonnull(h->pattern);
+    pat_fill(h->pattern, 0, 0, hot_total());
+    stress_init(&h->st, loop, 2);
+    h->st.conns[0].verify = 1;
+    h->st.on_made = hot_made;
+    h->st.on_data = hot_data;
+    h->st.stop_lost = 2;
+    int sv[2];
+    tu_stream_pair(fam, sv);
+    conn_attach(&h->st, &h->st.conns[0], sv[1]);
+    conn_attach(&h->st, &h->st.conns[1], sv[0]);
+    run_guarded(loop, 20.0, "the big and small pieces");
+    conn_t *r = &h->st.conns[0];
+    ck_assert_msg(r->got == hot_total(), "got %zu of %zu bytes", r->got, hot_total());
+    ck_assert_msg(r->bad_at < 0, "byte %ld of the stream is wrong", r->bad_at);
+    ck_assert_msg(r->while_paused == 0, "%d deliveries while reading was paused", r->while_paused);
+    ck_assert_int_eq(r->eofs, 1);
+    ck_assert_int_eq(r->lost, 1);
+    ck_assert_int_eq(h->st.conns[1].lost, 1);
+    tu_loop_free(loop);
+    free(h->st.conns);
+    free(h->pattern);
+    free(h);
+}
+END_TEST
+
 static Suite *proactor_stress_suite(void)
 {
     Suite *s = suite_create("proactor_stress");
@@ -886,6 +984,7 @@ static Suite *proactor_stress_suite(void)
     TU_ADD_LOOP(s, test_pause_resume_every_chunk, 2 * TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_abort_with_send_in_flight, TU_FAM_COUNT);
     TU_ADD_LOOP(s, test_server_close_while_clients_connect, TU_FAM_COUNT);
+    TU_ADD_LOOP(s, test_receive_ring_and_hot, TU_FAM_COUNT);
     return s;
 }
 
