@@ -28,6 +28,15 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TEST_UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#endif
+#endif
+#ifndef TEST_UNDER_VALGRIND
+#define TEST_UNDER_VALGRIND() 0
+#endif
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -1073,8 +1082,10 @@ START_TEST(test_defer_taskrun_one_thread)
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, wait_from_thread, &f), 0);
     pthread_join(th, NULL);
-    ck_assert_int_eq(f.rc, -EEXIST);
-    ck_assert_msg(strstr(f.detail, "defer_taskrun"), "detail: %s", f.detail);
+    if (!TEST_UNDER_VALGRIND()) { /* under valgrind the engine ignores the option (ppoll) */
+        ck_assert_int_eq(f.rc, -EEXIST);
+        ck_assert_msg(strstr(f.detail, "defer_taskrun"), "detail: %s", f.detail);
+    }
     /* the owner goes on; a wake from another thread ends its wait(-1) */
     ck_assert_int_eq(ops->watch(b, sv[0], AEV_POLL_IN, 0), 0);
     struct waker w = {b, 30};
