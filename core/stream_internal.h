@@ -18,6 +18,18 @@ enum {
                                   active, is the AEV_OP_POLL that learns the reader is gone */
 };
 
+/* The write side of a transport: allocated when a write first has to wait (most connections
+ * never buffer a byte) or when write-buffer limits are set, kept until the transport is freed. */
+typedef struct aev__stream_wside {
+    aev__op_t wop;          /* the send of the buffered bytes, while any wait */
+    struct aev_transport *t;
+    char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
+    char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
+    char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
+    size_t wlen, woff, wcap;
+    size_t high, low;       /* write-buffer marks */
+} aev__stream_wside_t;
+
 struct aev_transport {
     aev_loop_t *loop;
     uint32_t refs;   /* the loop's until connection_lost has run, the users' */
@@ -43,21 +55,24 @@ struct aev_transport {
     uint8_t eof_stashed;    /* an EOF came after pause_reading, before its cancel took effect */
     uint8_t lost_waits_read; /* connection_lost waits for the final completion of a cancelled
                                 receive into a buffered protocol's buffer (completion engines) */
+    uint8_t write_writev;   /* writes go through write(2)/writev(2) (a pipe or character device
+                               write pipe), not send(2) */
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
     char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
                                took effect (completion engines): delivered on resume */
     size_t rstash_len;
-    char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
-    char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
-    char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
-    size_t wlen, woff, wcap;
-    size_t high, low;       /* write-buffer marks */
     aev__op_t rop;          /* the receive (multishot while reading) */
-    aev__op_t wop;          /* the send of the buffered bytes, while any wait */
+    aev__stream_wside_t *w; /* the write side, or NULL while no write ever waited */
     struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
 };
+
+/* Bytes in t's write buffer. */
+static inline size_t aev__stream_write_pending(const aev_transport_t *t)
+{
+    return t->w ? t->w->wlen - t->w->woff : 0;
+}
 
 /* A transport over a connected stream socket (owned from now on, also on failure: the
  * caller closes fd only if this fails); connection_made is scheduled. */
@@ -68,7 +83,7 @@ void aev__stream_resume_io(aev_transport_t *t);
  * low; low defaults to high / 4) for stream and datagram transports. -EINVAL + detail if
  * low > high. */
 int aev__write_limits_resolve(long high, long low, size_t default_high, size_t *h, size_t *l);
-/* Stops one of t's operations (t->rop or t->wop); on a completion engine t is held until its
+/* Stops one of t's operations (t->rop or t->w->wop); on a completion engine t is held until its
  * final completion. */
 void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op);
 /* Closes at once (abort, fatal errors): buffer dropped, connection_lost(error) queued. */
