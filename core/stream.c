@@ -65,6 +65,40 @@ static int stream_op_final(aev_transport_t *t, aev__op_t *op)
 
 /* ---- lifetime ------------------------------------------------------------------ */
 
+/* t's side struct, allocated on first use, or NULL (no memory). */
+static aev__stream_cold_t *cold_get(aev_transport_t *t)
+{
+    if (!t->cold)
+        t->cold = calloc(1, sizeof *t->cold);
+    return t->cold;
+}
+
+/* Frees t's side struct once it holds nothing. */
+static void cold_trim(aev_transport_t *t)
+{
+    aev__stream_cold_t *c = t->cold;
+    if (c && !c->factory && !c->rstash && !c->sendfile) {
+        free(c);
+        t->cold = NULL;
+    }
+}
+
+int aev__stream_set_sendfile(aev_transport_t *t, struct aev__tsendfile *st)
+{
+    if (!st) {
+        if (t->cold) {
+            t->cold->sendfile = NULL;
+            cold_trim(t);
+        }
+        return 0;
+    }
+    aev__stream_cold_t *c = cold_get(t);
+    if (!c)
+        return -ENOMEM;
+    c->sendfile = st;
+    return 0;
+}
+
 aev_transport_t *aev_transport_ref(aev_transport_t *t)
 {
     if (t)
@@ -82,7 +116,10 @@ void aev_transport_unref(aev_transport_t *t)
         free(t->w->wbuf_retired);
         free(t->w);
     }
-    free(t->rstash);
+    if (t->cold) {
+        free(t->cold->rstash);
+        free(t->cold);
+    }
     free(t);
     loop->live_futures--; /* transports count as live objects of the loop */
     aev__loop_object_released(loop);
@@ -119,7 +156,7 @@ static int call_connection_lost(aev_loop_t *loop, void *arg)
 {
     (void)loop;
     aev_transport_t *t = arg;
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_lost(t); /* stops a sendfile before its socket closes */
     if (t->fd >= 0) {
         stream_ops_cancel(t);
@@ -246,7 +283,11 @@ static int call_connection_made(aev_loop_t *loop, void *arg)
         return 0;
     }
     /* the protocol is made now, so that one exists only for a connection that is made */
-    t->proto = t->factory(t->factory_data);
+    aev_protocol_factory_fn factory = t->cold->factory;
+    void *factory_data = t->cold->factory_data;
+    t->cold->factory = NULL;
+    cold_trim(t);
+    t->proto = factory(factory_data);
     if (!t->proto) {
         aev_exception_context_t ctx = {.message = "the protocol factory returned no protocol",
                                        .error = -ENOMEM, .transport = t};
@@ -273,13 +314,15 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
                     aev_server_t *server, aev_transport_t **out)
 {
     aev_transport_t *t = calloc(1, sizeof *t);
-    if (!t)
+    if (!t || !cold_get(t)) {
+        free(t);
         return -ENOMEM;
+    }
     t->loop = loop;
     t->refs = 2; /* the loop's, and the scheduled connection_made's */
     t->fd = fd;
-    t->factory = factory;
-    t->factory_data = factory_data;
+    t->cold->factory = factory;
+    t->cold->factory_data = factory_data;
     t->server = server;
     t->reading = 1;
     t->rop.fd = fd;
@@ -289,6 +332,7 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc = aev_loop_call_soon(loop, call_connection_made, t, NULL);
     if (rc < 0) {
+        free(t->cold);
         free(t);
         return rc;
     }
@@ -364,12 +408,13 @@ static int stream_stash(aev_transport_t *t, aev__op_t *op, int result)
         t->eof_stashed = 1;
         return 0;
     }
-    char *n = realloc(t->rstash, t->rstash_len + (size_t)result);
+    aev__stream_cold_t *c = cold_get(t);
+    char *n = c ? realloc(c->rstash, c->rstash_len + (size_t)result) : NULL;
     if (!n)
         return -ENOMEM;
-    memcpy(n + t->rstash_len, op->data, (size_t)result);
-    t->rstash = n;
-    t->rstash_len += (size_t)result;
+    memcpy(n + c->rstash_len, op->data, (size_t)result);
+    c->rstash = n;
+    c->rstash_len += (size_t)result;
     return 0;
 }
 
@@ -379,10 +424,13 @@ static int stream_unstash_cb(aev_loop_t *loop, void *arg)
     (void)loop;
     aev_transport_t *t = arg;
     if (t->reading && !t->closing && !t->lost) {
-        char *data = t->rstash;
-        size_t len = t->rstash_len;
-        t->rstash = NULL;
-        t->rstash_len = 0;
+        char *data = t->cold ? t->cold->rstash : NULL;
+        size_t len = t->cold ? t->cold->rstash_len : 0;
+        if (t->cold) {
+            t->cold->rstash = NULL;
+            t->cold->rstash_len = 0;
+            cold_trim(t);
+        }
         if (len) /* copied into a buffered protocol's buffers if it is one by now */
             stream_deliver_other_kind(t, data, len);
         free(data);
@@ -495,12 +543,13 @@ void aev_transport_resume_reading(aev_transport_t *t)
     if (!t || t->reading || t->closing || t->kind == AEV__TRANSPORT_WRITE_PIPE)
         return;
     t->reading = 1;
-    if ((t->rstash_len || t->eof_stashed) &&
+    size_t stashed = t->cold ? t->cold->rstash_len : 0;
+    if ((stashed || t->eof_stashed) &&
         aev_loop_call_soon(t->loop, stream_unstash_cb, aev_transport_ref(t), NULL) < 0)
         aev_transport_unref(t);
     /* with stashed bytes the receive starts once they were delivered (stream_unstash_cb): a
      * buffered protocol's get_buffer may hand out the buffer they are copied into */
-    if (t->made && !t->eof_stashed && !t->rstash_len)
+    if (t->made && !t->eof_stashed && !stashed)
         aev__stream_resume_io(t);
 }
 
@@ -611,7 +660,7 @@ static void write_drained(aev_transport_t *t)
         t->eof_sent = 1;
         (void)shutdown(t->fd, SHUT_WR);
     }
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_wake(t);
 }
 
@@ -670,7 +719,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     }
     if (t->lost || t->closing)
         return t->conn_error ? t->conn_error : AEV_EINVALID_STATE;
-    if (AEV__UNLIKELY(t->sendfile != NULL) && aev__sendfile_write_refused(t) < 0)
+    if (AEV__UNLIKELY(t->cold != NULL) && t->cold->sendfile && aev__sendfile_write_refused(t) < 0)
         return AEV_EINVALID_STATE;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -773,7 +822,7 @@ void aev_transport_close(aev_transport_t *t)
         return;
     t->closing = 1;
     aev__stream_op_stop(t, &t->rop);
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_wake(t);
     if (aev__stream_write_pending(t) == 0)
         schedule_connection_lost(t);

@@ -30,16 +30,27 @@ typedef struct aev__stream_wside {
     size_t high, low;       /* write-buffer marks */
 } aev__stream_wside_t;
 
+/* What a transport needs only for a while or rarely: the factory until connection_made, the
+ * pause stash, a sendfile. Allocated on demand, freed once it holds nothing. */
+typedef struct aev__stream_cold {
+    aev_protocol_factory_fn factory; /* called when the connection is made (NULL after) */
+    void *factory_data;
+    char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
+                               took effect (completion engines): delivered on resume */
+    size_t rstash_len;
+    struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
+} aev__stream_cold_t;
+
 struct aev_transport {
     aev_loop_t *loop;
     uint32_t refs;   /* the loop's until connection_lost has run, the users' */
     int fd;          /* -1 once closed */
-    aev_protocol_factory_fn factory; /* called when the connection is made */
-    void *factory_data;
     aev_protocol_t *proto;           /* NULL until connection_made */
-    aev_server_t *server;            /* the server that accepted it, or NULL */
+    aev_server_t *server;            /* the server that accepted it, or NULL (a server finds
+                                        its connections on the loop's list) */
     struct aev_transport *prev, *next;         /* the loop's open transports */
-    struct aev_transport *srv_prev, *srv_next; /* the server's connections */
+    aev__stream_cold_t *cold;        /* factory, pause stash, sendfile, or NULL */
+    int conn_error;         /* what connection_lost will say */
     uint8_t reading;        /* not paused */
     uint8_t closing;        /* close() or abort() was called, or a fatal error */
     uint8_t eof_pending;    /* write_eof() was called */
@@ -52,21 +63,27 @@ struct aev_transport {
     uint8_t kind;           /* AEV__TRANSPORT_* */
     uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
                                holds a reference (completion engines) */
-    uint8_t eof_stashed;    /* an EOF came after pause_reading, before its cancel took effect */
-    uint8_t lost_waits_read; /* connection_lost waits for the final completion of a cancelled
-                                receive into a buffered protocol's buffer (completion engines) */
-    uint8_t write_writev;   /* writes go through write(2)/writev(2) (a pipe or character device
-                               write pipe), not send(2) */
-    int conn_error;         /* what connection_lost will say */
+    /* rare states, as bits (the transport stays within 152 bytes: a 160-byte malloc chunk) */
+    unsigned eof_stashed : 1;     /* an EOF came after pause_reading, before its cancel took
+                                     effect */
+    unsigned lost_waits_read : 1; /* connection_lost waits for the final completion of a
+                                     cancelled receive into a buffered protocol's buffer
+                                     (completion engines) */
+    unsigned write_writev : 1;    /* writes go through write(2)/writev(2) (a pipe or character
+                                     device write pipe), not send(2) */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
-    char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
-                               took effect (completion engines): delivered on resume */
-    size_t rstash_len;
-    aev__op_t rop;          /* the receive (multishot while reading) */
     aev__stream_wside_t *w; /* the write side, or NULL while no write ever waited */
-    struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
+    aev__op_t rop;          /* the receive (multishot while reading) */
 };
+
+/* loop.sendfile in progress on t, or NULL. */
+static inline struct aev__tsendfile *aev__stream_sendfile(const aev_transport_t *t)
+{
+    return t->cold ? t->cold->sendfile : NULL;
+}
+/* Sets (or clears: NULL) t's sendfile. 0, or -ENOMEM (setting only). */
+int aev__stream_set_sendfile(aev_transport_t *t, struct aev__tsendfile *st);
 
 /* Bytes in t's write buffer. */
 static inline size_t aev__stream_write_pending(const aev_transport_t *t)
@@ -106,10 +123,10 @@ void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
 struct sockaddr_un;
 int aev__unix_address(const char *path, struct sockaddr_un *un, socklen_t *len);
 
-/* loop.sendfile's hooks (core/sendfile.c), called only while t->sendfile is set: a write
+/* loop.sendfile's hooks (core/sendfile.c), called only while t has a sendfile: a write
  * refused while sendfile(2) owns the socket (AEV_EINVALID_STATE + detail, else 0); the write
  * buffer drained or close() was called (the transfer looks again); the connection lost
- * (before the socket is closed; detaches t->sendfile). */
+ * (before the socket is closed; detaches t's sendfile). */
 int aev__sendfile_write_refused(aev_transport_t *t);
 void aev__sendfile_wake(aev_transport_t *t);
 void aev__sendfile_lost(aev_transport_t *t);
