@@ -652,7 +652,12 @@ static int buffer_append(aev__stream_wside_t *w, const void *data, size_t len)
 /* All buffered bytes went: finish what waited for it. */
 static void write_drained(aev_transport_t *t)
 {
-    t->w->wlen = t->w->woff = 0;
+    /* the buffer goes too (no send reads it now): an idle connection that once buffered keeps
+     * only the write side's struct, whose send op may not be freed from its own done() */
+    aev__stream_wside_t *w = t->w;
+    free(w->wbuf);
+    w->wbuf = NULL;
+    w->wlen = w->woff = w->wcap = 0;
     maybe_resume_protocol(t);
     if (t->closing) {
         schedule_connection_lost(t);
