@@ -67,8 +67,8 @@ void aev__pipe_write_route(aev_transport_t *t)
     /* FIFOs only: a character device's driver may not wait natively for room (io_uring
      * hands some of them to a worker thread or answers EAGAIN); a socket sends with
      * MSG_NOSIGNAL and runs natively anyway (stream.c) */
-    if (t->kind != AEV__TRANSPORT_WRITE_PIPE || t->wop.opcode != AEV_OP_WRITEV ||
-        t->rop.opcode != AEV_OP_POLL || aev__op_active(&t->wop) || !t->loop->native_ops)
+    if (t->kind != AEV__TRANSPORT_WRITE_PIPE || !t->write_writev || !t->w ||
+        t->rop.opcode != AEV_OP_POLL || aev__op_active(&t->w->wop) || !t->loop->native_ops)
         return;
     /* io_uring's write(2) has no MSG_NOSIGNAL: a reader gone raises SIGPIPE in the loop
      * thread (the kernel's pipe_write signals the task that runs the write, here the loop
@@ -76,9 +76,9 @@ void aev__pipe_write_route(aev_transport_t *t)
      * it. So natively only while SIGPIPE is ignored; otherwise the readiness half writes
      * with the signal blocked and taken back (aev__writev_nosigpipe). */
     if (sigpipe_ignored())
-        t->wop.flags |= AEV__OP_COMPLETION_OK;
+        t->w->wop.flags |= AEV__OP_COMPLETION_OK;
     else
-        t->wop.flags &= (uint8_t)~AEV__OP_COMPLETION_OK;
+        t->w->wop.flags &= (uint8_t)~AEV__OP_COMPLETION_OK;
 }
 
 /* The write end became readable: the reader is gone (or, on a socket, the peer sent data or
@@ -91,7 +91,7 @@ static void pipe_peer_done(aev__op_t *op, int result, unsigned flags)
         return;
     if (t->loop->debug)
         aev_log(AEV_LOG_INFO, "aev", "write pipe transport (fd %d) was closed by peer", t->fd);
-    aev__stream_force_close(t, t->wlen > t->woff ? -EPIPE : 0);
+    aev__stream_force_close(t, aev__stream_write_pending(t) ? -EPIPE : 0);
 }
 
 void aev__pipe_made(aev_transport_t *t)
@@ -163,11 +163,10 @@ static int pipe_connect(aev_loop_t *loop, aev_protocol_factory_fn factory, void 
         t->rop.opcode = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ? AEV_OP_POLL : AEV_OP_NOP;
         t->rop.done = pipe_peer_done;
         t->rop.flags = 0;
-        if (!S_ISSOCK(st.st_mode)) { /* a socket keeps sendmsg with MSG_NOSIGNAL */
-            t->wop.opcode = AEV_OP_WRITEV;
-            t->wop.flags = AEV__OP_NOSIGPIPE; /* on the readiness half */
-            aev__pipe_write_route(t);
-        }
+        /* a socket keeps send(2) with MSG_NOSIGNAL; anything else writes with write(2),
+         * on the readiness half unless aev__pipe_write_route picks the native one (the write
+         * side is made when a write first waits: stream.c) */
+        t->write_writev = !S_ISSOCK(st.st_mode);
     }
     /* done once connection_made ran, as asyncio returns only then */
     t->made_waiter = aev_future_ref(*out);

@@ -23,7 +23,7 @@
  * drain (so that the result means the same as the native one: every byte went
  * to the kernel), then puts the protocol back.
  *
- * The transport knows of the operation through t->sendfile and three hooks in
+ * The transport knows of the operation through aev__stream_sendfile() and three hooks in
  * stream.c: a write refused, a wake-up (the write buffer drained, or close() was
  * called: the transfer fails at once rather than wait for a flush that needs it
  * to stop), and the connection lost.
@@ -61,7 +61,7 @@ typedef struct aev__tsendfile {
     uint8_t fallback;          /* allowed */
     uint8_t refuse_writes;     /* native: aev_transport_write() refused */
     uint8_t in_engine;         /* inside aev_task_sock_sendfile: may wait on the socket */
-    uint8_t lost;              /* the connection was lost (t->sendfile detached) */
+    uint8_t lost;              /* the connection was lost (the transport's sendfile detached) */
     uint8_t lost_cancel;       /* the lost hook cancelled the task to wake it */
     int lost_error;
     aev_future_t *drained;     /* while waiting for the write buffer to drain */
@@ -85,7 +85,7 @@ static void wake(aev_future_t *f)
 
 int aev__sendfile_write_refused(aev_transport_t *t)
 {
-    if (!t->sendfile->refuse_writes)
+    if (!aev__stream_sendfile(t)->refuse_writes)
         return 0;
     aev__set_detail("unable to write; sendfile is in progress");
     return AEV_EINVALID_STATE;
@@ -94,14 +94,15 @@ int aev__sendfile_write_refused(aev_transport_t *t)
 void aev__sendfile_wake(aev_transport_t *t)
 {
     /* whatever the task waits for, it checks the transport again when woken */
-    wake(t->sendfile->drained);
-    wake(t->sendfile->write_ready);
+    tsendfile_t *st = aev__stream_sendfile(t);
+    wake(st->drained);
+    wake(st->write_ready);
 }
 
 void aev__sendfile_lost(aev_transport_t *t)
 {
-    tsendfile_t *st = t->sendfile;
-    t->sendfile = NULL;
+    tsendfile_t *st = aev__stream_sendfile(t);
+    aev__stream_set_sendfile(t, NULL);
     st->lost = 1;
     st->lost_error = t->conn_error;
     st->refuse_writes = 0;
@@ -148,8 +149,8 @@ static int wait_drained(tsendfile_t *st)
 /* The end, however it ended: the file position, the transport given back. */
 static void st_finish(tsendfile_t *st)
 {
-    if (st->t->sendfile == st)
-        st->t->sendfile = NULL;
+    if (aev__stream_sendfile(st->t) == st)
+        aev__stream_set_sendfile(st->t, NULL);
     /* "File position is always updated, even when this method raises an error" */
     (void)lseek(st->file_fd, st->offset + (off_t)st->sent, SEEK_SET);
     aev_transport_unref(st->t);
@@ -467,7 +468,7 @@ int aev_loop_sendfile(aev_loop_t *loop, aev_transport_t *t, int file_fd, int64_t
         aev__set_detail(t->made ? "sendfile: the transport is closing" : "sendfile: the connection is not made yet");
         return AEV_EINVALID_STATE;
     }
-    if (t->sendfile) {
+    if (aev__stream_sendfile(t)) {
         aev__set_detail("sendfile: a sendfile is already in progress on this transport");
         return AEV_EINVALID_STATE;
     }
@@ -485,14 +486,16 @@ int aev_loop_sendfile(aev_loop_t *loop, aev_transport_t *t, int file_fd, int64_t
     st->fallback = fallback ? 1 : 0;
     st->try_native = (uint8_t)native_possible(t);
     st->refuse_writes = st->try_native;
-    rc = aev_task_new(loop, &(aev_task_options_t){.name = "sendfile"}, sendfile_task, st, out);
+    rc = aev__stream_set_sendfile(t, st); /* first: the only step after the task that can fail */
+    if (rc == 0)
+        rc = aev_task_new(loop, &(aev_task_options_t){.name = "sendfile"}, sendfile_task, st, out);
     if (rc < 0) {
+        aev__stream_set_sendfile(t, NULL);
         free(st);
         return rc;
     }
     ((aev__task_t *)*out)->arg_destroy = st_finish_void;
     st->task = *out;
     aev_transport_ref(t);
-    t->sendfile = st;
     return 0;
 }

@@ -43,8 +43,8 @@ struct aev_server {
     int serving;
     int closed;
     aev_handle_t *retry;        /* the timer that resumes accepting after EMFILE & co */
-    aev_transport_t *conns;     /* connections still open */
-    size_t nconns;
+    size_t nconns;              /* connections still open (the loop's transports whose server
+                                   is this one) */
     aev_future_t *serving_forever; /* the serve_forever() future, while it runs */
     aev_future_t **waiters;     /* wait_closed() futures */
     size_t nwaiters;
@@ -139,9 +139,10 @@ void aev_server_unref(aev_server_t *s)
     if (--s->refs > 0)
         return; /* freed when the last of them comes back */
     /* connections outlive their server (asyncio leaves them open): they forget it */
-    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
-        t->server = NULL;
     aev_loop_t *loop = s->loop;
+    for (aev_transport_t *t = s->nconns ? loop->streams : NULL; t; t = t->next)
+        if (t->server == s)
+            t->server = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else if (loop->servers == s)
@@ -225,22 +226,11 @@ static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
         aev_loop_call_exception_handler(loop, &ctx);
         return;
     }
-    t->srv_next = s->conns;
-    if (s->conns)
-        s->conns->srv_prev = t;
-    s->conns = t;
     s->nconns++;
 }
 
 void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t)
 {
-    if (t->srv_prev)
-        t->srv_prev->srv_next = t->srv_next;
-    else if (s->conns == t)
-        s->conns = t->srv_next;
-    if (t->srv_next)
-        t->srv_next->srv_prev = t->srv_prev;
-    t->srv_prev = t->srv_next = NULL;
     t->server = NULL;
     s->nconns--;
     wake_waiters(s);
@@ -324,16 +314,25 @@ void aev_server_close_clients(aev_server_t *s)
 {
     if (!s)
         return;
-    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
-        aev_transport_close(t);
+    /* the server's connections are those of the loop's transports that name it */
+    aev_transport_t *next;
+    for (aev_transport_t *t = s->nconns ? s->loop->streams : NULL; t; t = next) {
+        next = t->next;
+        if (t->server == s)
+            aev_transport_close(t);
+    }
 }
 
 void aev_server_abort_clients(aev_server_t *s)
 {
     if (!s)
         return;
-    for (aev_transport_t *t = s->conns; t; t = t->srv_next)
-        aev_transport_abort(t);
+    aev_transport_t *next;
+    for (aev_transport_t *t = s->nconns ? s->loop->streams : NULL; t; t = next) {
+        next = t->next;
+        if (t->server == s)
+            aev_transport_abort(t);
+    }
 }
 
 int aev_server_wait_closed(aev_server_t *s, aev_future_t **out)

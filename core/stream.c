@@ -23,6 +23,7 @@
 #define AEV__STREAM_HIGH_DEFAULT (64u * 1024u)
 
 #define T_OF(op, member) ((aev_transport_t *)((char *)(op) - offsetof(aev_transport_t, member)))
+#define W_OF(op) ((aev__stream_wside_t *)((char *)(op) - offsetof(aev__stream_wside_t, wop)))
 
 static void stream_read_done(aev__op_t *op, int result, unsigned flags);
 static void stream_deliver_other_kind(aev_transport_t *t, const char *data, size_t n);
@@ -46,7 +47,8 @@ void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op)
 static void stream_ops_cancel(aev_transport_t *t)
 {
     aev__stream_op_stop(t, &t->rop);
-    aev__stream_op_stop(t, &t->wop);
+    if (t->w)
+        aev__stream_op_stop(t, &t->w->wop);
 }
 
 /* The final completion of op arrived: 1 if a cancel had taken a reference for it (the
@@ -63,6 +65,40 @@ static int stream_op_final(aev_transport_t *t, aev__op_t *op)
 
 /* ---- lifetime ------------------------------------------------------------------ */
 
+/* t's side struct, allocated on first use, or NULL (no memory). */
+static aev__stream_cold_t *cold_get(aev_transport_t *t)
+{
+    if (!t->cold)
+        t->cold = calloc(1, sizeof *t->cold);
+    return t->cold;
+}
+
+/* Frees t's side struct once it holds nothing. */
+static void cold_trim(aev_transport_t *t)
+{
+    aev__stream_cold_t *c = t->cold;
+    if (c && !c->factory && !c->rstash && !c->sendfile) {
+        free(c);
+        t->cold = NULL;
+    }
+}
+
+int aev__stream_set_sendfile(aev_transport_t *t, struct aev__tsendfile *st)
+{
+    if (!st) {
+        if (t->cold) {
+            t->cold->sendfile = NULL;
+            cold_trim(t);
+        }
+        return 0;
+    }
+    aev__stream_cold_t *c = cold_get(t);
+    if (!c)
+        return -ENOMEM;
+    c->sendfile = st;
+    return 0;
+}
+
 aev_transport_t *aev_transport_ref(aev_transport_t *t)
 {
     if (t)
@@ -75,9 +111,15 @@ void aev_transport_unref(aev_transport_t *t)
     if (!t || --t->refs > 0)
         return;
     aev_loop_t *loop = t->loop;
-    free(t->wbuf);
-    free(t->wbuf_retired);
-    free(t->rstash);
+    if (t->w) {
+        free(t->w->wbuf);
+        free(t->w->wbuf_retired);
+        free(t->w);
+    }
+    if (t->cold) {
+        free(t->cold->rstash);
+        free(t->cold);
+    }
     free(t);
     loop->live_futures--; /* transports count as live objects of the loop */
     aev__loop_object_released(loop);
@@ -114,7 +156,7 @@ static int call_connection_lost(aev_loop_t *loop, void *arg)
 {
     (void)loop;
     aev_transport_t *t = arg;
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_lost(t); /* stops a sendfile before its socket closes */
     if (t->fd >= 0) {
         stream_ops_cancel(t);
@@ -166,7 +208,8 @@ void aev__stream_force_close(aev_transport_t *t, int error)
         stream_ops_cancel(t);
     t->closing = 1;
     t->reading = 0;
-    t->wlen = t->woff = 0;
+    if (t->w)
+        t->w->wlen = t->w->woff = 0;
     if (!t->conn_error)
         t->conn_error = error;
     schedule_connection_lost(t);
@@ -240,7 +283,11 @@ static int call_connection_made(aev_loop_t *loop, void *arg)
         return 0;
     }
     /* the protocol is made now, so that one exists only for a connection that is made */
-    t->proto = t->factory(t->factory_data);
+    aev_protocol_factory_fn factory = t->cold->factory;
+    void *factory_data = t->cold->factory_data;
+    t->cold->factory = NULL;
+    cold_trim(t);
+    t->proto = factory(factory_data);
     if (!t->proto) {
         aev_exception_context_t ctx = {.message = "the protocol factory returned no protocol",
                                        .error = -ENOMEM, .transport = t};
@@ -267,28 +314,25 @@ int aev__stream_new(aev_loop_t *loop, int fd, aev_protocol_factory_fn factory, v
                     aev_server_t *server, aev_transport_t **out)
 {
     aev_transport_t *t = calloc(1, sizeof *t);
-    if (!t)
+    if (!t || !cold_get(t)) {
+        free(t);
         return -ENOMEM;
+    }
     t->loop = loop;
     t->refs = 2; /* the loop's, and the scheduled connection_made's */
     t->fd = fd;
-    t->factory = factory;
-    t->factory_data = factory_data;
+    t->cold->factory = factory;
+    t->cold->factory_data = factory_data;
     t->server = server;
     t->reading = 1;
-    t->high = AEV__STREAM_HIGH_DEFAULT;
-    t->low = AEV__STREAM_HIGH_DEFAULT / 4;
-    t->rop.fd = t->wop.fd = fd;
+    t->rop.fd = fd;
     t->rop.opcode = AEV_OP_RECV;
     t->rop.done = stream_read_done;
-    t->wop.opcode = AEV_OP_SEND;
-    t->wop.flags = AEV__OP_COMPLETION_OK;
-    t->wop.done = stream_write_done;
-    t->wop.prepare = stream_write_prepare;
     int one = 1; /* as asyncio: no Nagle on stream transports (harmless on AF_UNIX) */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int rc = aev_loop_call_soon(loop, call_connection_made, t, NULL);
     if (rc < 0) {
+        free(t->cold);
         free(t);
         return rc;
     }
@@ -364,12 +408,13 @@ static int stream_stash(aev_transport_t *t, aev__op_t *op, int result)
         t->eof_stashed = 1;
         return 0;
     }
-    char *n = realloc(t->rstash, t->rstash_len + (size_t)result);
+    aev__stream_cold_t *c = cold_get(t);
+    char *n = c ? realloc(c->rstash, c->rstash_len + (size_t)result) : NULL;
     if (!n)
         return -ENOMEM;
-    memcpy(n + t->rstash_len, op->data, (size_t)result);
-    t->rstash = n;
-    t->rstash_len += (size_t)result;
+    memcpy(n + c->rstash_len, op->data, (size_t)result);
+    c->rstash = n;
+    c->rstash_len += (size_t)result;
     return 0;
 }
 
@@ -379,10 +424,13 @@ static int stream_unstash_cb(aev_loop_t *loop, void *arg)
     (void)loop;
     aev_transport_t *t = arg;
     if (t->reading && !t->closing && !t->lost) {
-        char *data = t->rstash;
-        size_t len = t->rstash_len;
-        t->rstash = NULL;
-        t->rstash_len = 0;
+        char *data = t->cold ? t->cold->rstash : NULL;
+        size_t len = t->cold ? t->cold->rstash_len : 0;
+        if (t->cold) {
+            t->cold->rstash = NULL;
+            t->cold->rstash_len = 0;
+            cold_trim(t);
+        }
         if (len) /* copied into a buffered protocol's buffers if it is one by now */
             stream_deliver_other_kind(t, data, len);
         free(data);
@@ -495,12 +543,13 @@ void aev_transport_resume_reading(aev_transport_t *t)
     if (!t || t->reading || t->closing || t->kind == AEV__TRANSPORT_WRITE_PIPE)
         return;
     t->reading = 1;
-    if ((t->rstash_len || t->eof_stashed) &&
+    size_t stashed = t->cold ? t->cold->rstash_len : 0;
+    if ((stashed || t->eof_stashed) &&
         aev_loop_call_soon(t->loop, stream_unstash_cb, aev_transport_ref(t), NULL) < 0)
         aev_transport_unref(t);
     /* with stashed bytes the receive starts once they were delivered (stream_unstash_cb): a
      * buffered protocol's get_buffer may hand out the buffer they are copied into */
-    if (t->made && !t->eof_stashed && !t->rstash_len)
+    if (t->made && !t->eof_stashed && !stashed)
         aev__stream_resume_io(t);
 }
 
@@ -511,10 +560,37 @@ int aev_transport_is_reading(const aev_transport_t *t)
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+/* t's write side, allocated on first use (a write that has to wait, or write-buffer limits
+ * set), or NULL (no memory). */
+static aev__stream_wside_t *wside_get(aev_transport_t *t)
+{
+    if (AEV__LIKELY(t->w != NULL))
+        return t->w;
+    aev__stream_wside_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->t = t;
+    w->high = AEV__STREAM_HIGH_DEFAULT;
+    w->low = AEV__STREAM_HIGH_DEFAULT / 4;
+    w->wop.fd = t->fd;
+    if (t->write_writev) { /* a pipe or character device: write(2), on the readiness half
+                              unless aev__pipe_write_route says otherwise */
+        w->wop.opcode = AEV_OP_WRITEV;
+        w->wop.flags = AEV__OP_NOSIGPIPE;
+    } else {
+        w->wop.opcode = AEV_OP_SEND;
+        w->wop.flags = AEV__OP_COMPLETION_OK;
+    }
+    w->wop.done = stream_write_done;
+    w->wop.prepare = stream_write_prepare;
+    t->w = w;
+    return w;
+}
+
 static void maybe_pause_protocol(aev_transport_t *t)
 {
-    size_t size = t->wlen - t->woff;
-    if (size <= t->high || t->writing_paused)
+    size_t size = aev__stream_write_pending(t);
+    if (!t->w || size <= t->w->high || t->writing_paused)
         return;
     t->writing_paused = 1;
     if (t->proto && t->proto->pause_writing) {
@@ -529,7 +605,7 @@ static void maybe_pause_protocol(aev_transport_t *t)
 
 static void maybe_resume_protocol(aev_transport_t *t)
 {
-    if (!t->writing_paused || t->wlen - t->woff > t->low)
+    if (!t->writing_paused || t->w->wlen - t->w->woff > t->w->low)
         return;
     t->writing_paused = 0;
     if (t->proto && t->proto->resume_writing) {
@@ -543,40 +619,45 @@ static void maybe_resume_protocol(aev_transport_t *t)
 }
 
 /* Appends to the write buffer (compacting it first when the sent part is large). */
-static int buffer_append(aev_transport_t *t, const void *data, size_t len)
+static int buffer_append(aev__stream_wside_t *w, const void *data, size_t len)
 {
     /* a send in flight on a completion engine reads wbuf_sending: those bytes stay put */
-    int pinned = t->wbuf_sending != NULL && t->wbuf_sending == t->wbuf;
-    if (!pinned && t->woff > 0 && (t->woff >= t->wlen / 2 || t->wlen + len > t->wcap)) {
-        memmove(t->wbuf, t->wbuf + t->woff, t->wlen - t->woff);
-        t->wlen -= t->woff;
-        t->woff = 0;
+    int pinned = w->wbuf_sending != NULL && w->wbuf_sending == w->wbuf;
+    if (!pinned && w->woff > 0 && (w->woff >= w->wlen / 2 || w->wlen + len > w->wcap)) {
+        memmove(w->wbuf, w->wbuf + w->woff, w->wlen - w->woff);
+        w->wlen -= w->woff;
+        w->woff = 0;
     }
-    if (t->wlen + len > t->wcap) {
-        size_t cap = t->wcap ? t->wcap : 4096;
-        while (cap < t->wlen + len)
+    if (w->wlen + len > w->wcap) {
+        size_t cap = w->wcap ? w->wcap : 4096;
+        while (cap < w->wlen + len)
             cap *= 2;
         char *n;
         if (pinned) { /* a new buffer (same offsets); the old one lives until the send ends */
             if (!(n = malloc(cap)))
                 return -ENOMEM;
-            memcpy(n, t->wbuf, t->wlen);
-            t->wbuf_retired = t->wbuf;
-        } else if (!(n = realloc(t->wbuf, cap))) {
+            memcpy(n, w->wbuf, w->wlen);
+            w->wbuf_retired = w->wbuf;
+        } else if (!(n = realloc(w->wbuf, cap))) {
             return -ENOMEM;
         }
-        t->wbuf = n;
-        t->wcap = cap;
+        w->wbuf = n;
+        w->wcap = cap;
     }
-    memcpy(t->wbuf + t->wlen, data, len);
-    t->wlen += len;
+    memcpy(w->wbuf + w->wlen, data, len);
+    w->wlen += len;
     return 0;
 }
 
 /* All buffered bytes went: finish what waited for it. */
 static void write_drained(aev_transport_t *t)
 {
-    t->wlen = t->woff = 0;
+    /* the buffer goes too (no send reads it now): an idle connection that once buffered keeps
+     * only the write side's struct, whose send op may not be freed from its own done() */
+    aev__stream_wside_t *w = t->w;
+    free(w->wbuf);
+    w->wbuf = NULL;
+    w->wlen = w->woff = w->wcap = 0;
     maybe_resume_protocol(t);
     if (t->closing) {
         schedule_connection_lost(t);
@@ -584,27 +665,28 @@ static void write_drained(aev_transport_t *t)
         t->eof_sent = 1;
         (void)shutdown(t->fd, SHUT_WR);
     }
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_wake(t);
 }
 
 /* The send operation's bytes: whatever the buffer holds now. */
 static int stream_write_prepare(aev__op_t *op)
 {
-    aev_transport_t *t = T_OF(op, wop);
-    op->buf = t->wbuf + t->woff;
-    op->len = t->wlen - t->woff;
-    if (t->loop->native_ops && (op->flags & AEV__OP_COMPLETION_OK))
-        t->wbuf_sending = t->wbuf; /* read by the engine until the send completes */
+    aev__stream_wside_t *w = W_OF(op);
+    op->buf = w->wbuf + w->woff;
+    op->len = w->wlen - w->woff;
+    if (w->t->loop->native_ops && (op->flags & AEV__OP_COMPLETION_OK))
+        w->wbuf_sending = w->wbuf; /* read by the engine until the send completes */
     return 0;
 }
 
 static void stream_write_done(aev__op_t *op, int result, unsigned flags)
 {
-    aev_transport_t *t = T_OF(op, wop);
-    t->wbuf_sending = NULL;
-    free(t->wbuf_retired);
-    t->wbuf_retired = NULL;
+    aev__stream_wside_t *w = W_OF(op);
+    aev_transport_t *t = w->t;
+    w->wbuf_sending = NULL;
+    free(w->wbuf_retired);
+    w->wbuf_retired = NULL;
     if (AEV__UNLIKELY(!(flags & AEV__OP_MORE)) && stream_op_final(t, op)) {
         aev_transport_unref(t); /* cancelled: the cancel's reference (being lost) */
         return;
@@ -615,8 +697,8 @@ static void stream_write_done(aev__op_t *op, int result, unsigned flags)
         socket_failed(t, FATAL_MSG(t, "write"), result);
         return;
     }
-    t->woff += (size_t)result;
-    if (t->woff == t->wlen) {
+    w->woff += (size_t)result;
+    if (w->woff == w->wlen) {
         write_drained(t);
         return;
     }
@@ -642,7 +724,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     }
     if (t->lost || t->closing)
         return t->conn_error ? t->conn_error : AEV_EINVALID_STATE;
-    if (AEV__UNLIKELY(t->sendfile != NULL) && aev__sendfile_write_refused(t) < 0)
+    if (AEV__UNLIKELY(t->cold != NULL) && t->cold->sendfile && aev__sendfile_write_refused(t) < 0)
         return AEV_EINVALID_STATE;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -651,10 +733,10 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
         return 0;
     int i = 0;
     size_t skip = 0;
-    if (t->wlen == t->woff && t->made) {
+    if (aev__stream_write_pending(t) == 0 && t->made) {
         /* nothing buffered: try the socket (or pipe) at once */
         ssize_t n;
-        if (t->wop.opcode == AEV_OP_WRITEV) { /* a pipe or character device */
+        if (t->write_writev) { /* a pipe or character device */
             n = aev__writev_nosigpipe(t->fd, iov, iovcnt);
         } else if (iovcnt == 1) { /* send(2) spares the kernel sendmsg's iovec import */
             n = send(t->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -678,9 +760,14 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
         }
         skip = sent;
     }
-    int was_empty = t->wlen == t->woff;
+    aev__stream_wside_t *w = wside_get(t);
+    if (!w) {
+        socket_failed(t, "no memory for the write buffer", -ENOMEM);
+        return -ENOMEM;
+    }
+    int was_empty = w->wlen == w->woff;
     for (; i < iovcnt; i++, skip = 0) {
-        int rc = buffer_append(t, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+        int rc = buffer_append(w, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
         if (rc < 0) {
             socket_failed(t, "no memory for the write buffer", rc);
             return rc;
@@ -689,7 +776,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     if (was_empty && t->made) {
         if (t->kind == AEV__TRANSPORT_WRITE_PIPE)
             aev__pipe_write_route(t); /* pipe.c: which half, by SIGPIPE's disposition */
-        int rc = aev__op_submit(t->loop, &t->wop);
+        int rc = aev__op_submit(t->loop, &w->wop);
         if (rc < 0) {
             socket_failed(t, "could not watch the socket for writing", rc);
             return rc;
@@ -722,7 +809,7 @@ int aev_transport_write_eof(aev_transport_t *t)
     if (t->closing || t->eof_pending)
         return 0;
     t->eof_pending = 1;
-    if (t->wlen == t->woff && t->fd >= 0) {
+    if (aev__stream_write_pending(t) == 0 && t->fd >= 0) {
         t->eof_sent = 1;
         (void)shutdown(t->fd, SHUT_WR);
     }
@@ -740,9 +827,9 @@ void aev_transport_close(aev_transport_t *t)
         return;
     t->closing = 1;
     aev__stream_op_stop(t, &t->rop);
-    if (t->sendfile)
+    if (aev__stream_sendfile(t))
         aev__sendfile_wake(t);
-    if (t->wlen == t->woff)
+    if (aev__stream_write_pending(t) == 0)
         schedule_connection_lost(t);
     /* else: connection_lost once the buffer drained (write_drained) */
 }
@@ -775,23 +862,35 @@ int aev_transport_set_write_buffer_limits(aev_transport_t *t, long high, long lo
 {
     if (!t)
         return -EINVAL;
-    int rc = aev__write_limits_resolve(high, low, AEV__STREAM_HIGH_DEFAULT, &t->high, &t->low);
-    if (rc == 0)
-        maybe_pause_protocol(t);
-    return rc;
+    size_t hi, lo;
+    int rc = aev__write_limits_resolve(high, low, AEV__STREAM_HIGH_DEFAULT, &hi, &lo);
+    if (rc < 0)
+        return rc;
+    aev__stream_wside_t *w = wside_get(t);
+    if (!w)
+        return -ENOMEM;
+    w->high = hi;
+    w->low = lo;
+    maybe_pause_protocol(t);
+    return 0;
 }
 
 void aev_transport_get_write_buffer_limits(const aev_transport_t *t, size_t *low, size_t *high)
 {
+    size_t lo = 0, hi = 0;
+    if (t) {
+        hi = t->w ? t->w->high : AEV__STREAM_HIGH_DEFAULT;
+        lo = t->w ? t->w->low : AEV__STREAM_HIGH_DEFAULT / 4;
+    }
     if (low)
-        *low = t ? t->low : 0;
+        *low = lo;
     if (high)
-        *high = t ? t->high : 0;
+        *high = hi;
 }
 
 size_t aev_transport_get_write_buffer_size(const aev_transport_t *t)
 {
-    return t ? t->wlen - t->woff : 0;
+    return t ? aev__stream_write_pending(t) : 0;
 }
 
 void aev_transport_set_protocol(aev_transport_t *t, aev_protocol_t *p)

@@ -18,16 +18,39 @@ enum {
                                   active, is the AEV_OP_POLL that learns the reader is gone */
 };
 
+/* The write side of a transport: allocated when a write first has to wait (most connections
+ * never buffer a byte) or when write-buffer limits are set, kept until the transport is freed. */
+typedef struct aev__stream_wside {
+    aev__op_t wop;          /* the send of the buffered bytes, while any wait */
+    struct aev_transport *t;
+    char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
+    char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
+    char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
+    size_t wlen, woff, wcap;
+    size_t high, low;       /* write-buffer marks */
+} aev__stream_wside_t;
+
+/* What a transport needs only for a while or rarely: the factory until connection_made, the
+ * pause stash, a sendfile. Allocated on demand, freed once it holds nothing. */
+typedef struct aev__stream_cold {
+    aev_protocol_factory_fn factory; /* called when the connection is made (NULL after) */
+    void *factory_data;
+    char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
+                               took effect (completion engines): delivered on resume */
+    size_t rstash_len;
+    struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
+} aev__stream_cold_t;
+
 struct aev_transport {
     aev_loop_t *loop;
     uint32_t refs;   /* the loop's until connection_lost has run, the users' */
     int fd;          /* -1 once closed */
-    aev_protocol_factory_fn factory; /* called when the connection is made */
-    void *factory_data;
     aev_protocol_t *proto;           /* NULL until connection_made */
-    aev_server_t *server;            /* the server that accepted it, or NULL */
+    aev_server_t *server;            /* the server that accepted it, or NULL (a server finds
+                                        its connections on the loop's list) */
     struct aev_transport *prev, *next;         /* the loop's open transports */
-    struct aev_transport *srv_prev, *srv_next; /* the server's connections */
+    aev__stream_cold_t *cold;        /* factory, pause stash, sendfile, or NULL */
+    int conn_error;         /* what connection_lost will say */
     uint8_t reading;        /* not paused */
     uint8_t closing;        /* close() or abort() was called, or a fatal error */
     uint8_t eof_pending;    /* write_eof() was called */
@@ -40,24 +63,33 @@ struct aev_transport {
     uint8_t kind;           /* AEV__TRANSPORT_* */
     uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is to come
                                holds a reference (completion engines) */
-    uint8_t eof_stashed;    /* an EOF came after pause_reading, before its cancel took effect */
-    uint8_t lost_waits_read; /* connection_lost waits for the final completion of a cancelled
-                                receive into a buffered protocol's buffer (completion engines) */
-    int conn_error;         /* what connection_lost will say */
+    /* rare states, as bits (the transport stays within 152 bytes: a 160-byte malloc chunk) */
+    unsigned eof_stashed : 1;     /* an EOF came after pause_reading, before its cancel took
+                                     effect */
+    unsigned lost_waits_read : 1; /* connection_lost waits for the final completion of a
+                                     cancelled receive into a buffered protocol's buffer
+                                     (completion engines) */
+    unsigned write_writev : 1;    /* writes go through write(2)/writev(2) (a pipe or character
+                                     device write pipe), not send(2) */
     aev_future_t *made_waiter; /* completed once connection_made ran (with the transport), or
                                   with the error that ended the connection before */
-    char *rstash;           /* bytes a receive brought after pause_reading, before its cancel
-                               took effect (completion engines): delivered on resume */
-    size_t rstash_len;
-    char *wbuf_sending;     /* the buffer a send in flight on a completion engine reads */
-    char *wbuf_retired;     /* a buffer the write buffer left while a send read it */
-    char *wbuf;             /* bytes waiting to be written: wbuf[woff, wlen) */
-    size_t wlen, woff, wcap;
-    size_t high, low;       /* write-buffer marks */
+    aev__stream_wside_t *w; /* the write side, or NULL while no write ever waited */
     aev__op_t rop;          /* the receive (multishot while reading) */
-    aev__op_t wop;          /* the send of the buffered bytes, while any wait */
-    struct aev__tsendfile *sendfile; /* loop.sendfile in progress (core/sendfile.c), or NULL */
 };
+
+/* loop.sendfile in progress on t, or NULL. */
+static inline struct aev__tsendfile *aev__stream_sendfile(const aev_transport_t *t)
+{
+    return t->cold ? t->cold->sendfile : NULL;
+}
+/* Sets (or clears: NULL) t's sendfile. 0, or -ENOMEM (setting only). */
+int aev__stream_set_sendfile(aev_transport_t *t, struct aev__tsendfile *st);
+
+/* Bytes in t's write buffer. */
+static inline size_t aev__stream_write_pending(const aev_transport_t *t)
+{
+    return t->w ? t->w->wlen - t->w->woff : 0;
+}
 
 /* A transport over a connected stream socket (owned from now on, also on failure: the
  * caller closes fd only if this fails); connection_made is scheduled. */
@@ -68,7 +100,7 @@ void aev__stream_resume_io(aev_transport_t *t);
  * low; low defaults to high / 4) for stream and datagram transports. -EINVAL + detail if
  * low > high. */
 int aev__write_limits_resolve(long high, long low, size_t default_high, size_t *h, size_t *l);
-/* Stops one of t's operations (t->rop or t->wop); on a completion engine t is held until its
+/* Stops one of t's operations (t->rop or t->w->wop); on a completion engine t is held until its
  * final completion. */
 void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op);
 /* Closes at once (abort, fatal errors): buffer dropped, connection_lost(error) queued. */
@@ -91,10 +123,10 @@ void aev__server_connection_gone(aev_server_t *s, aev_transport_t *t);
 struct sockaddr_un;
 int aev__unix_address(const char *path, struct sockaddr_un *un, socklen_t *len);
 
-/* loop.sendfile's hooks (core/sendfile.c), called only while t->sendfile is set: a write
+/* loop.sendfile's hooks (core/sendfile.c), called only while t has a sendfile: a write
  * refused while sendfile(2) owns the socket (AEV_EINVALID_STATE + detail, else 0); the write
  * buffer drained or close() was called (the transfer looks again); the connection lost
- * (before the socket is closed; detaches t->sendfile). */
+ * (before the socket is closed; detaches t's sendfile). */
 int aev__sendfile_write_refused(aev_transport_t *t);
 void aev__sendfile_wake(aev_transport_t *t);
 void aev__sendfile_lost(aev_transport_t *t);
