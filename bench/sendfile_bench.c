@@ -324,8 +324,9 @@ int main(int argc, char **argv)
     }
     qsort(mbps, (size_t)runs, sizeof mbps[0], cmp_double);
     qsort(cpus, (size_t)runs, sizeof cpus[0], cmp_double);
-    printf("%s %s: median %.0f MB/s, sender CPU %.0f ms/GB, over %d runs of %zu MiB\n", mode,
-           strcmp(mode, "loop") == 0 ? (getenv("AEV_LOOP") ? getenv("AEV_LOOP") : "default") : "raw io_uring",
+    const char *env_loop = getenv("AEV_LOOP");
+    const char *kind = strcmp(mode, "loop") != 0 ? "raw io_uring" : env_loop ? env_loop : "default";
+    printf("%s %s: median %.0f MB/s, sender CPU %.0f ms/GB, over %d runs of %zu MiB\n", mode, kind,
            mbps[runs / 2], cpus[runs / 2], runs, mib);
     if (strncmp(mode, "uring", 5) == 0)
         io_uring_queue_exit(&ring);
