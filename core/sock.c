@@ -460,6 +460,43 @@ static void stash_keep(sock_op_t *op, int result)
     slot->stash_tail = it;
 }
 
+void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, const struct sockaddr *from,
+                         socklen_t fromlen, int accepted)
+{
+    sock_fd_t *slot = fd_slot(loop, fd, 1);
+    stash_item_t *it = slot ? calloc(1, sizeof *it) : NULL;
+    char *copy = accepted < 0 && n > 0 ? malloc((size_t)n) : NULL;
+    dev_t dev;
+    ino_t ino;
+    if (!it || (accepted < 0 && n > 0 && !copy) || !sock_ident(fd, &dev, &ino)) {
+        free(it);
+        free(copy);
+        if (accepted >= 0)
+            close(accepted); /* as a connection nobody took */
+        return;
+    }
+    if (slot->stash && (slot->dev != dev || slot->ino != ino))
+        stash_drop(slot);
+    slot->dev = dev;
+    slot->ino = ino;
+    it->kind = accepted >= 0 ? OP_ACCEPT : OP_RECV;
+    it->result = accepted >= 0 ? accepted : (int)n;
+    if (copy)
+        memcpy(copy, data, (size_t)n);
+    it->data = copy;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    it->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    if (from) {
+        it->addrlen = fromlen < sizeof it->addr ? fromlen : sizeof it->addr;
+        memcpy(&it->addr, from, it->addrlen);
+    }
+    it->next = slot->stash; /* first: it came before anything stashed since */
+    slot->stash = it;
+    if (!slot->stash_tail)
+        slot->stash_tail = it;
+}
+
 /* The stash's first item for op's kind, after checking that fd is still the socket it
  * came from; NULL when there is none. */
 static stash_item_t *stash_for(sock_op_t *op, sock_fd_t *slot)

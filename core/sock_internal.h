@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sys/socket.h>
+
 #include "aev/sock.h"
 
 /* 0 if fd is an open non-blocking descriptor; -EINVAL ("the socket must be
@@ -64,6 +66,13 @@ void aev__sendfile_end(aev__sendfile_t *sf);
  * raced the future's cancel still adds what it sent to *sent: the caller keeps
  * `sent` valid until aev__sock_native_state() no longer says AEV__SOCK_SETTLING. */
 void aev__sock_task_next(void);
+
+/* A receive or accept of a task form completed, but the task was cancelled before it
+ * resumed (it returns AEV_ECANCELLED): what it got goes back to fd's stash, first, for
+ * the next receive or accept (n bytes at data, the sender from/fromlen if any; or the
+ * connection `accepted` when >= 0, closed if it cannot be kept). */
+void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, const struct sockaddr *from,
+                         socklen_t fromlen, int accepted);
 
 /* Where fd's direction (AEV_POLL_IN/OUT) stands on a proactor loop: 0 idle (the
  * system call may be tried directly without overtaking anything), else
