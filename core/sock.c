@@ -308,6 +308,8 @@ typedef struct sock_op {
     uint8_t slot;        /* SLOT_*: cur or next of its fd's slot */
     uint8_t orphan;      /* cancelled and its done callback ran: the final done() frees it */
     uint8_t ident;       /* dev/ino hold the socket's identity (taken when it was cancelled) */
+    uint8_t task;        /* started by a task form (aev__sock_task_next): see sock_internal.h */
+    size_t base;         /* sendall of a task form: *sent counts from here */
     dev_t dev;
     ino_t ino;
     char *kbuf;          /* the core's buffer the kernel reads or writes (never the caller's) */
@@ -456,6 +458,43 @@ static void stash_keep(sock_op_t *op, int result)
     else
         slot->stash = it;
     slot->stash_tail = it;
+}
+
+void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, const struct sockaddr *from,
+                         socklen_t fromlen, int accepted)
+{
+    sock_fd_t *slot = fd_slot(loop, fd, 1);
+    stash_item_t *it = slot ? calloc(1, sizeof *it) : NULL;
+    char *copy = accepted < 0 && n > 0 ? malloc((size_t)n) : NULL;
+    dev_t dev;
+    ino_t ino;
+    if (!it || (accepted < 0 && n > 0 && !copy) || !sock_ident(fd, &dev, &ino)) {
+        free(it);
+        free(copy);
+        if (accepted >= 0)
+            close(accepted); /* as a connection nobody took */
+        return;
+    }
+    if (slot->stash && (slot->dev != dev || slot->ino != ino))
+        stash_drop(slot);
+    slot->dev = dev;
+    slot->ino = ino;
+    it->kind = accepted >= 0 ? OP_ACCEPT : OP_RECV;
+    it->result = accepted >= 0 ? accepted : (int)n;
+    if (copy)
+        memcpy(copy, data, (size_t)n);
+    it->data = copy;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    it->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    if (from) {
+        it->addrlen = fromlen < sizeof it->addr ? fromlen : sizeof it->addr;
+        memcpy(&it->addr, from, it->addrlen);
+    }
+    it->next = slot->stash; /* first: it came before anything stashed since */
+    slot->stash = it;
+    if (!slot->stash_tail)
+        slot->stash_tail = it;
 }
 
 /* The stash's first item for op's kind, after checking that fd is still the socket it
@@ -662,7 +701,7 @@ static int op_try(sock_op_t *op, intptr_t *res, const char **why)
                     break;
                 op->pos += (size_t)n;
                 if (op->sent)
-                    *op->sent = op->pos;
+                    *op->sent = op->base + op->pos;
             }
             if (op->pos == op->n) {
                 *res = (intptr_t)op->n;
@@ -1003,7 +1042,7 @@ static void op_go_native(sock_op_t *op)
     intptr_t res = 0;
     int rc = 0;
     int is_recv = op->kind == OP_RECV || op->kind == OP_RECVFROM;
-    if (op->kind != OP_CONNECT && !(is_recv && slot && slot->drained && op->n > 0)) {
+    if (!op->task && op->kind != OP_CONNECT && !(is_recv && slot && slot->drained && op->n > 0)) {
         /* connect goes to the engine at once: the kernel's connect there would see the
          * attempt of a connect(2) made here as EALREADY */
         const char *why = NULL;
@@ -1034,6 +1073,8 @@ static void op_native_done(aev__op_t *nop, int result, unsigned flags)
          * goes to the next receive or accept */
         if (result != -ECANCELED && d == DIR_IN)
             stash_keep(op, result);
+        if (op->task && op->kind == OP_SENDALL && result > 0 && op->sent)
+            *op->sent = op->base + op->pos + (size_t)result; /* the task waits for this */
         slot_leave(op);
         if (op->orphan)
             op_free(op); /* its done callback ran already */
@@ -1068,7 +1109,7 @@ static void op_native_done(aev__op_t *nop, int result, unsigned flags)
         op->pos += (size_t)result;
         op->koff += (size_t)result;
         if (op->sent)
-            *op->sent = op->pos;
+            *op->sent = op->base + op->pos;
         if (op->pos < op->n) {
             int rc = op_submit(op);
             if (rc < 0)
@@ -1086,11 +1127,29 @@ static void op_native_done(aev__op_t *nop, int result, unsigned flags)
     op_finish(op, 1, res, NULL);
 }
 
+int aev__sock_native_state(aev_loop_t *loop, int fd, uint32_t dir)
+{
+    sock_fd_t *slot = fd_slot(loop, fd, 0);
+    int d = dir == AEV_POLL_IN ? DIR_IN : DIR_OUT;
+    if (!slot || !(slot->cur[d] || slot->next[d] || (d == DIR_IN && slot->stash)))
+        return 0;
+    return AEV__SOCK_BUSY | (slot->cur[d] && aev_future_done(slot->cur[d]->fut) ? AEV__SOCK_SETTLING : 0);
+}
+
 /* ---- starting an operation ------------------------------------------------------ */
 
 /* Checks what every operation needs; on success *out is NULL and op is allocated. */
+static _Thread_local uint8_t task_next; /* aev__sock_task_next() was called */
+
+void aev__sock_task_next(void)
+{
+    task_next = 1;
+}
+
 static int op_new(aev_loop_t *loop, int kind, int fd, aev_future_t **out, sock_op_t **opp)
 {
+    uint8_t task = task_next;
+    task_next = 0;
     if (!out)
         return -EINVAL;
     *out = NULL;
@@ -1100,7 +1159,7 @@ static int op_new(aev_loop_t *loop, int kind, int fd, aev_future_t **out, sock_o
     int rc = aev__check_usable(loop);
     if (rc < 0)
         return rc;
-    rc = aev__sock_check_nonblocking(fd);
+    rc = task ? 0 : aev__sock_check_nonblocking(fd);
     if (rc < 0)
         return rc;
     sock_op_t *op = calloc(1, sizeof *op);
@@ -1111,6 +1170,7 @@ static int op_new(aev_loop_t *loop, int kind, int fd, aev_future_t **out, sock_o
     op->fd = fd;
     op->watch_fd = -1;
     op->native = loop->native_ops && kind != OP_SENDFILE;
+    op->task = task && op->native;
     *opp = op;
     return 0;
 }
@@ -1230,8 +1290,9 @@ int aev_loop_sock_sendall(aev_loop_t *loop, int fd, const void *buf, size_t n, s
     op->buf = (void *)(uintptr_t)buf;
     op->n = n;
     op->sent = sent;
+    op->base = op->task && sent ? *sent : 0;
     if (sent)
-        *sent = 0;
+        *sent = op->base;
     return op_start(op, out);
 }
 

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <sys/socket.h>
+
 #include "aev/sock.h"
 
 /* 0 if fd is an open non-blocking descriptor; -EINVAL ("the socket must be
@@ -54,6 +56,31 @@ int aev__sendfile_step(aev__sendfile_t *sf);
 /* Ends the operation, however it ended (done, error, cancelled): leaves a
  * seekable file's position at offset + sent and frees the buffer. Idempotent. */
 void aev__sendfile_end(aev__sendfile_t *sf);
+
+/* ---- the task forms on a proactor loop (core/task_sock.c) ------------------------ */
+
+/* The next aev_loop_sock_*() call of this thread comes from a task form that has
+ * checked fd and tried the call just now (it would block): no non-blocking check,
+ * no first try, the native operation goes to the engine at once. A sendall then
+ * starts counting at *sent as given, and the final completion of a native send that
+ * raced the future's cancel still adds what it sent to *sent: the caller keeps
+ * `sent` valid until aev__sock_native_state() no longer says AEV__SOCK_SETTLING. */
+void aev__sock_task_next(void);
+
+/* A receive or accept of a task form completed, but the task was cancelled before it
+ * resumed (it returns AEV_ECANCELLED): what it got goes back to fd's stash, first, for
+ * the next receive or accept (n bytes at data, the sender from/fromlen if any; or the
+ * connection `accepted` when >= 0, closed if it cannot be kept). */
+void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, const struct sockaddr *from,
+                         socklen_t fromlen, int accepted);
+
+/* Where fd's direction (AEV_POLL_IN/OUT) stands on a proactor loop: 0 idle (the
+ * system call may be tried directly without overtaking anything), else
+ * AEV__SOCK_BUSY (an operation in flight or waiting, or a cancelled receive's
+ * stash), plus AEV__SOCK_SETTLING while a cancelled native operation has not ended. */
+#define AEV__SOCK_BUSY 1
+#define AEV__SOCK_SETTLING 2
+int aev__sock_native_state(aev_loop_t *loop, int fd, uint32_t dir);
 
 /* ---- loop hooks ---------------------------------------------------------------- */
 

@@ -17,6 +17,14 @@
 
 enum { FAM_UNIX = 0, FAM_V4 = 1, FAM_V6 = 2, FAM_COUNT = 3 };
 
+/* On the proactor set the task forms run natively here (AEV_TASK_SOCK_OPS=native, off by
+ * default); the default there, the readiness half, is the selector sets' code over io_uring
+ * poll requests. AEV_TASK_SOCK_OPS given from outside wins. */
+__attribute__((constructor)) static void task_sock_ops_native(void)
+{
+    setenv("AEV_TASK_SOCK_OPS", "native", 0);
+}
+
 static const char *fam_name(int fam)
 {
     return fam == FAM_UNIX ? "unix socketpair" : fam == FAM_V4 ? "127.0.0.1" : "::1";
@@ -981,6 +989,197 @@ START_TEST(test_two_receivers_refused)
 }
 END_TEST
 
+/* ---- a cancelled receive loses nothing --------------------------------------------------------- */
+
+/* Does loop run the task forms natively (a proactor's io_uring completions)? */
+static int runs_native(aev_loop_t *loop)
+{
+    const char *ops = getenv("AEV_IO_OPS"), *task_ops = getenv("AEV_TASK_SOCK_OPS");
+    return strcmp(tu_poller(loop), "io_uring") == 0 && !(ops && strcmp(ops, "readiness") == 0) &&
+           task_ops && strcmp(task_ops, "native") == 0;
+}
+
+typedef struct {
+    int fd;
+    size_t want;  /* read until this many bytes */
+    char got[128];
+    size_t n;
+    ssize_t rc;   /* the first error, or 0 */
+} recv_all_t;
+
+static int recv_all_task(aev_future_t *self, void *arg)
+{
+    (void)self;
+    recv_all_t *r = arg;
+    while (r->n < r->want) {
+        ssize_t k = aev_task_sock_recv(r->fd, r->got + r->n, sizeof r->got - r->n);
+        if (k <= 0) {
+            r->rc = k < 0 ? k : -EPIPE;
+            return 0;
+        }
+        r->n += (size_t)k;
+    }
+    return 0;
+}
+
+START_TEST(test_cancel_recv_then_data)
+{
+    /* Each round: a task waits in aev_task_sock_recv (on a proactor: a native receive in the
+     * kernel) and is cancelled; part1 is written just before the cancel (mode 1), or written
+     * and the loop runs once before the cancel, so that the receive has completed but the
+     * task has not resumed yet (mode 2), or not written at all (mode 0); then part2 is written
+     * and a new task reads: the bytes arrive whole and in order. A cancelled receive returns
+     * AEV_ECANCELLED and takes nothing: what the kernel gave it goes to the next receive. On
+     * a selector loop in mode 2 the task resumes inside the readiness callback and receives
+     * part1 itself (it is done before the cancel). */
+    int fam = _i;
+    SKIP_WITHOUT_IPV6(fam);
+    aev_loop_t *loop = tu_loop_new();
+    int native = runs_native(loop);
+    int sv[2];
+    stream_pair(fam, sv, 0);
+    for (int i = 0; i < 30; i++) {
+        int mode = i % 3;
+        char part1[32], part2[32], all[64];
+        int l1 = mode ? snprintf(part1, sizeof part1, "first %d;", i) : 0;
+        int l2 = snprintf(part2, sizeof part2, "second %d.", i);
+        memcpy(all, part1, (size_t)l1);
+        memcpy(all + l1, part2, (size_t)l2);
+        recv_one_t a = {.fd = sv[0], .rc = 99};
+        memset(a.buf, 'X', sizeof a.buf);
+        aev_future_t *ta = spawn(loop, recv_one_task, &a);
+        tu_run_once(loop); /* a runs, tries, waits */
+        tu_run_once(loop); /* native: the receive is in the kernel */
+        ck_assert_int_eq(aev_future_done(ta), 0);
+        if (mode)
+            ck_assert_int_eq(write(sv[1], part1, (size_t)l1), l1);
+        if (mode == 2)
+            tu_run_once(loop);
+        int done_first = aev_future_done(ta);
+        ck_assert_int_eq(aev_future_cancel(ta, NULL), !done_first);
+        ck_assert_int_eq(run_task(loop, ta, 5), 0); /* recv_one_task stores the outcome in a.rc */
+        size_t skip = 0;
+        if (done_first) {
+            /* only on readiness: the task received part1 before the cancel came */
+            ck_assert_msg(!native, "round %d: a native receive resumed its task inside the completion", i);
+            ck_assert_int_eq(a.rc, l1);
+            ck_assert_int_eq(memcmp(a.buf, part1, (size_t)l1), 0);
+            skip = (size_t)l1;
+        } else {
+            ck_assert_msg(a.rc == AEV_ECANCELLED, "%s round %d: %zd", fam_name(fam), i, a.rc);
+        }
+        ck_assert_int_eq(write(sv[1], part2, (size_t)l2), l2);
+        recv_all_t b = {.fd = sv[0], .want = (size_t)(l1 + l2) - skip};
+        aev_future_t *tb = spawn(loop, recv_all_task, &b);
+        ck_assert_int_eq(run_task(loop, tb, 5), 0);
+        ck_assert_int_eq(b.rc, 0);
+        ck_assert_msg(b.n == b.want && memcmp(b.got, all + skip, b.n) == 0,
+                      "%s round %d (mode %d): got \"%.*s\", want \"%.*s\"", fam_name(fam), i, mode, (int)b.n,
+                      b.got, (int)b.want, all + skip);
+        aev_future_unref(ta);
+        aev_future_unref(tb);
+    }
+    /* nothing left over */
+    char c;
+    ck_assert_int_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), -1);
+    close(sv[0]);
+    close(sv[1]);
+    tu_loop_free(loop);
+}
+END_TEST
+
+/* ---- closing the loop while tasks wait -------------------------------------------------------- */
+
+typedef struct {
+    int fd;
+    ssize_t rc;
+    int ended;
+} accept_one_t;
+
+static int accept_one_task(aev_future_t *self, void *arg)
+{
+    (void)self;
+    accept_one_t *a = arg;
+    a->rc = aev_task_sock_accept(a->fd, NULL, NULL);
+    a->ended = 1;
+    return (int)(a->rc < 0 ? a->rc : 0);
+}
+
+START_TEST(test_loop_close_with_waiting_tasks)
+{
+    /* Tasks wait in a receive, an accept and a blocked sendall (on a proactor: native operations
+     * in the kernel, their buffers the core's); a receive was cancelled while in flight. Closing
+     * the loop cancels the tasks: each call returns AEV_ECANCELLED, the sendall's *sent is
+     * exactly what the peer then reads, and nothing leaks (valgrind). */
+    int fam = _i;
+    SKIP_WITHOUT_IPV6(fam);
+    aev_loop_t *loop = tu_loop_new();
+    int sv[2], wv[2];
+    stream_pair(fam, sv, 0);
+    stream_pair(fam, wv, SMALL_BUF);
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int lfd = fam == FAM_UNIX ? -1 : tcp_listener(fam, 0, &ss, &sl);
+    recv_one_t r = {.fd = sv[0], .rc = 99}, rc1 = {.fd = sv[1], .rc = 99};
+    accept_one_t a = {.fd = lfd, .rc = 99};
+    size_t big = 2u * 1024u * 1024u;
+    unsigned char *src = pattern_buf(big);
+    send_one_t w = {.fd = wv[0], .buf = src, .n = big, .rc = 99};
+    aev_future_t *tr = spawn(loop, recv_one_task, &r);
+    aev_future_t *tc = spawn(loop, recv_one_task, &rc1);
+    aev_future_t *ta = lfd >= 0 ? spawn(loop, accept_one_task, &a) : NULL;
+    aev_future_t *tw = spawn(loop, send_one_task, &w);
+    for (int k = 0; k < 3; k++)
+        tu_run_once(loop);
+    ck_assert_int_eq(aev_future_done(tr), 0);
+    ck_assert_int_eq(aev_future_done(tw), 0);
+    ck_assert_uint_gt(w.sent, 0);
+    ck_assert_int_eq(aev_future_cancel(tc, NULL), 1); /* its done callbacks never run */
+    ck_assert_int_eq(aev_loop_close(loop), 0);
+    ck_assert_int_eq(r.rc, AEV_ECANCELLED);
+    ck_assert_int_eq(rc1.rc, AEV_ECANCELLED);
+    ck_assert_int_eq(w.rc, AEV_ECANCELLED);
+    ck_assert(aev_future_done(tr) && aev_future_done(tc) && aev_future_done(tw));
+    if (ta) {
+        ck_assert_int_eq(a.rc, AEV_ECANCELLED);
+        ck_assert_int_eq(aev_future_cancelled(ta), 1);
+    }
+    /* the sender's end closes: the peer reads exactly `sent` bytes, intact, then EOF */
+    close(wv[0]);
+    size_t total = 0;
+    int bad = 0;
+    unsigned char buf[65536];
+    for (;;) {
+        struct pollfd p = {.fd = wv[1], .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, 10000), 1);
+        ssize_t n = recv(wv[1], buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && errno == EAGAIN)
+            continue;
+        ck_assert_int_ge(n, 0);
+        if (n == 0)
+            break;
+        for (ssize_t k = 0; k < n; k++)
+            bad += buf[k] != pattern(total + (size_t)k);
+        total += (size_t)n;
+    }
+    ck_assert_msg(total == w.sent, "%s: the peer read %zu bytes, sendall reported %zu", fam_name(fam), total,
+                  w.sent);
+    ck_assert_int_eq(bad, 0);
+    aev_future_unref(tr);
+    aev_future_unref(tc);
+    aev_future_unref(tw);
+    if (ta)
+        aev_future_unref(ta);
+    aev_loop_free(loop);
+    if (lfd >= 0)
+        close(lfd);
+    close(sv[0]);
+    close(sv[1]);
+    close(wv[1]);
+    free(src);
+}
+END_TEST
+
 /* ---- sendfile awaited from a task ------------------------------------------------ */
 
 typedef struct {
@@ -1101,6 +1300,8 @@ static Suite *task_sock_suite(void)
         {"test_datagrams", test_datagrams},
         {"test_two_receivers_refused", test_two_receivers_refused},
         {"test_sendfile", test_sendfile},
+        {"test_cancel_recv_then_data", test_cancel_recv_then_data},
+        {"test_loop_close_with_waiting_tasks", test_loop_close_with_waiting_tasks},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         TCase *tc = tu_tcase(tests[i].name);
