@@ -19,14 +19,22 @@
  *
  * The socket must be non-blocking: a blocking one is refused with -EINVAL (as
  * asyncio raises ValueError). Cancelling an operation (the future, or the task
- * that waits) before it completes means it did not happen: no byte is taken
- * from or given to the socket by a cancelled receive, accept or connect wait,
- * and the socket stays usable. A send that is cancelled after part of the data
- * went out reports how much did through its `sent` out-parameter.
+ * that waits) before it completes means it did not happen for the caller: the
+ * caller's buffer is not written after the cancel, and the socket stays usable.
+ * On a selector loop no byte is taken from the socket by a cancelled receive or
+ * accept. On a proactor loop the kernel may have completed the receive or
+ * accept as the cancel was made: what it took is kept by the loop and handed,
+ * in order, to the next sock_* receive or accept on the same socket (a plain
+ * recv(2) after the cancel does not see it, as in asyncio's proactor). A send
+ * that is cancelled after part of the data went out reports how much did
+ * through its `sent` out-parameter (on a proactor loop the future form may miss
+ * the bytes of a native send that was completing as it was cancelled; the task
+ * form counts them).
  *
  * Two operations of the same direction on one socket at once are refused
  * (AEV_EINVALID_STATE for the second): one reader and one writer per fd, as
- * with add_reader/add_writer, whose watchers these operations use.
+ * with add_reader/add_writer (on a selector loop these operations use their
+ * watchers; on a proactor loop, native operations of the engine).
  */
 #ifndef AEV_SOCK_H
 #define AEV_SOCK_H
