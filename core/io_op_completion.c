@@ -227,6 +227,15 @@ static int eop_start(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, eop_
     return loop->poll->submit(loop->backend, p);
 }
 
+/* op ends with result (its final completion): detached from e, e back to the free list. */
+static void op_end(aev__completion_t *c, aev__op_t *op, eop_t *e, int result)
+{
+    op->eop = NULL;
+    op->active = 0;
+    eop_put(c, e);
+    op->done(op, result, 0);
+}
+
 /* Can this op go hot (a multishot lent-buffer stream receive on a loop with a ring)? */
 static int hot_eligible(const aev__completion_t *c, const aev__op_t *op)
 {
@@ -264,30 +273,27 @@ static void hot_continue(aev_loop_t *loop, aev__completion_t *c, aev__op_t *op, 
     }
     op->eop = e;
     int rc = eop_arm(loop, c, op, e, hot);
-    if (rc < 0) {
-        op->eop = NULL;
-        op->active = 0;
-        eop_put(c, e);
-        op->done(op, rc, 0);
-    }
+    if (rc < 0)
+        op_end(c, op, e, rc);
 }
 
 /* A hot receive's POLLIN came (or an error, or the cancel of its owner). */
 static void run_hot(aev_loop_t *loop, aev__completion_t *c, eop_t *e, aev__op_t *op, int result)
 {
     if (e->cancelling) { /* the owner's cancel: nothing was received */
-        op->eop = NULL;
-        op->active = 0;
-        eop_put(c, e);
-        op->done(op, -ECANCELED, 0);
+        op_end(c, op, e, -ECANCELED);
         return;
     }
     int r = result;
     if (r >= 0) {
         size_t size = 0;
         void *buf = aev__op_shared_buffer(loop, &size);
-        ssize_t n = buf ? recv(op->fd, buf, size, MSG_DONTWAIT) : -1;
-        r = buf ? (n >= 0 ? (int)n : -errno) : -ENOMEM;
+        if (!buf) {
+            r = -ENOMEM;
+        } else {
+            ssize_t n = recv(op->fd, buf, size, MSG_DONTWAIT);
+            r = n >= 0 ? (int)n : -errno;
+        }
         if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) { /* woken for nothing */
             op->eop = NULL;
             hot_continue(loop, c, op, e, 1);
@@ -305,10 +311,7 @@ static void run_hot(aev_loop_t *loop, aev__completion_t *c, eop_t *e, aev__op_t 
             e->streak = streak;
         return;
     }
-    op->eop = NULL; /* the end of the stream, or an error: final */
-    op->active = 0;
-    eop_put(c, e);
-    op->done(op, r, 0);
+    op_end(c, op, e, r); /* the end of the stream, or an error */
 }
 
 int aev__op_completion_submit(aev_loop_t *loop, aev__op_t *op)
@@ -476,8 +479,16 @@ void aev__op_completion_event(aev_loop_t *loop, const aev_poll_event_t *ev)
         c->batch_queued = 1;
 }
 
-/* Marks what one completion of a quiesce finishes; its buffer goes back to the ring. */
-static int quiesce_note(aev_loop_t *loop, aev__completion_t *c, const aev_poll_event_t *ev)
+/* Is e the engine operation of an op still in flight? */
+static int eop_in_flight(const eop_t *e)
+{
+    const aev__op_t *op = e->op.core_data;
+    return e->in_use && op && op->eop == (const void *)e;
+}
+
+/* Marks what one completion of a quiesce finishes (1: the op's final one); its buffer goes
+ * back to the ring. */
+static int quiesce_note(aev_loop_t *loop, const aev_poll_event_t *ev)
 {
     eop_t *e = (eop_t *)ev->op;
     if (ev->flags & AEV_OP_CQE_BUFFER)
@@ -485,7 +496,6 @@ static int quiesce_note(aev_loop_t *loop, aev__completion_t *c, const aev_poll_e
     if ((ev->flags & AEV_OP_CQE_MORE) || e->engine_done)
         return 0;
     e->engine_done = 1;
-    (void)c;
     return 1;
 }
 
@@ -504,14 +514,13 @@ void aev__op_completion_quiesce(aev_loop_t *loop)
     size_t pending = 0;
     for (int i = 0; i < c->batch_len; i++) /* completions of the last wait not yet run */
         if (c->batch[i].op)
-            (void)quiesce_note(loop, c, &c->batch[i]);
+            (void)quiesce_note(loop, &c->batch[i]);
     c->batch_len = 0;
     for (size_t i = 0; i < c->nchunks; i++) {
         eop_t *chunk = c->chunks[i];
         for (int j = 0; j < EOP_CHUNK; j++) {
             eop_t *e = &chunk[j];
-            aev__op_t *op = e->op.core_data;
-            if (!e->in_use || !op || op->eop != (void *)e || e->engine_done)
+            if (!eop_in_flight(e) || e->engine_done)
                 continue;
             if (!e->cancelling) {
                 e->cancelling = 1;
@@ -526,7 +535,7 @@ void aev__op_completion_quiesce(aev_loop_t *loop)
         if (n < 0)
             break; /* cannot wait here (a defer_taskrun loop closed from another thread) */
         for (int k = 0; k < n; k++)
-            if (evs[k].kind == AEV_POLL_EVENT_COMPLETION && evs[k].op && quiesce_note(loop, c, &evs[k]))
+            if (evs[k].kind == AEV_POLL_EVENT_COMPLETION && evs[k].op && quiesce_note(loop, &evs[k]))
                 pending--;
     }
 }
@@ -542,9 +551,9 @@ void aev__op_completion_close(aev_loop_t *loop)
         eop_t *chunk = c->chunks[i];
         for (int j = 0; j < EOP_CHUNK; j++) {
             eop_t *e = &chunk[j];
-            aev__op_t *op = e->op.core_data;
-            if (!e->in_use || !op || op->eop != (void *)e)
+            if (!eop_in_flight(e))
                 continue;
+            aev__op_t *op = e->op.core_data;
             e->op.core_data = NULL;
             op->eop = NULL;
             op->active = 0;
