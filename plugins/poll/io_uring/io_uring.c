@@ -19,7 +19,7 @@
  * emulated by resubmitting a single-shot request after each completion where
  * the kernel lacks it (before 5.19/6.0); provided buffer rings fall back to
  * IORING_OP_PROVIDE_BUFFERS (before 5.19). Options in [poll.io_uring]:
- * entries (SQ size, default 256), multishot = no, buf_ring = no. */
+ * entries (SQ size, default 256), multishot = no, buf_ring = no, defer_taskrun = yes. */
 #include <errno.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -141,9 +141,9 @@ struct aev_poll_backend {
     struct buf_group *groups;
     int block_in_ppoll; /* under valgrind: see the comment at MARK_DEFINED */
     /* option defer_taskrun: the ring is created disabled and enabled by the first thread that
-     * enters it, which then is the only one that may (IORING_SETUP_SINGLE_ISSUER) */
-    int defer_taskrun, ring_disabled, issuer_known;
-    pthread_t issuer;
+     * enters it, issuer, which then is the only one that may (IORING_SETUP_SINGLE_ISSUER) */
+    int defer_taskrun, ring_disabled;
+    pthread_t issuer; /* set once the ring is enabled */
 #ifdef AEV_URING_TEST_HOOKS
     unsigned long enters;
 #endif
@@ -184,20 +184,16 @@ static int ring_enter_check(aev_poll_backend_t *b)
         return 0;
     if (b->ring_disabled) {
         /* liburing 2.3 declares io_uring_enable_rings but its library does not export it */
-        int rc = (int)syscall(__NR_io_uring_register, b->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-                              NULL, 0);
-        if (rc < 0)
-            rc = -errno;
-        if (rc < 0) {
+        if (syscall(__NR_io_uring_register, b->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+            int rc = -errno;
             b->host->set_error_detail("io_uring: enabling the ring: %s", strerror(-rc));
             return rc;
         }
         b->ring_disabled = 0;
         b->issuer = pthread_self();
-        b->issuer_known = 1;
         return 0;
     }
-    if (b->issuer_known && !pthread_equal(b->issuer, pthread_self())) {
+    if (!pthread_equal(b->issuer, pthread_self())) {
         b->host->set_error_detail("io_uring: with defer_taskrun = yes a loop runs only on the "
                                   "thread that first ran it");
         return -EEXIST;
