@@ -63,8 +63,6 @@ typedef struct dgram_in {
     unsigned char data[];
 } dgram_in_t;
 
-#define HELD_READ 0x01u
-#define HELD_WRITE 0x02u
 
 struct aev_datagram_transport {
     aev_loop_t *loop;
@@ -81,7 +79,7 @@ struct aev_datagram_transport {
     uint8_t lost;           /* connection_lost is queued or ran */
     uint8_t writing_paused; /* pause_writing was called, resume_writing not yet */
     uint8_t connected;      /* the socket is connect()ed to remote */
-    uint8_t held;           /* HELD_*: a cancelled op whose final completion is still to come
+    uint8_t held;           /* AEV__HELD_*: a cancelled op whose final completion is still to come
                                holds a reference (native ops) */
     int conn_error;         /* what connection_lost will say */
     aev_future_t *made_waiter;
@@ -181,22 +179,15 @@ static void list_unlink(dgram_t *t)
  * reference until that final completion (op_final). */
 static void op_stop(dgram_t *t, aev__op_t *op)
 {
-    uint8_t bit = op == &t->rop ? HELD_READ : HELD_WRITE;
-    if (aev__op_cancel(t->loop, op) == 1 && !(t->held & bit)) {
-        t->held |= bit;
+    if (aev__op_stop_held(t->loop, op, &t->held, op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE))
         t->refs++;
-    }
 }
 
 /* The final completion of op came: 1 if a cancel held t for it (the caller drops that
  * reference as its last act). */
 static int op_final(dgram_t *t, aev__op_t *op)
 {
-    uint8_t bit = op == &t->rop ? HELD_READ : HELD_WRITE;
-    if (!(t->held & bit))
-        return 0;
-    t->held &= (uint8_t)~bit;
-    return 1;
+    return aev__op_final_held(&t->held, op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE);
 }
 
 static void ops_cancel(dgram_t *t)

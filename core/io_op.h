@@ -123,6 +123,27 @@ int aev__op_submit(aev_loop_t *loop, aev__op_t *op);
  * is still to come. Not active: 0. */
 int aev__op_cancel(aev_loop_t *loop, aev__op_t *op);
 
+/* For an owner that holds itself (a reference) while the final completion of a cancelled op
+ * is still to come, one bit of *held per op: stops op, and answers 1 when the owner must take
+ * that reference now (a final completion is due and none was taken for op yet). */
+static inline int aev__op_stop_held(aev_loop_t *loop, aev__op_t *op, uint8_t *held, uint8_t bit)
+{
+    if (aev__op_cancel(loop, op) != 1 || (*held & bit))
+        return 0;
+    *held |= bit;
+    return 1;
+}
+
+/* op's final completion came: 1 if a cancel held its owner for it (the owner gives the
+ * reference back as the last act of that done(): it may free the op). */
+static inline int aev__op_final_held(uint8_t *held, uint8_t bit)
+{
+    if (!(*held & bit))
+        return 0;
+    *held &= (uint8_t)~bit;
+    return 1;
+}
+
 /* Is op active (submitted and not finished)? */
 static inline int aev__op_active(const aev__op_t *op)
 {

@@ -28,7 +28,7 @@ typedef struct listener {
     aev_server_t *server;
     int fd;
     aev__op_t accept; /* multishot accept while serving */
-    int held;         /* a cancelled accept holds a server reference until its end */
+    uint8_t held;     /* a cancelled accept holds a server reference until its end (bit 1) */
 } listener_t;
 
 struct aev_server {
@@ -90,12 +90,9 @@ static void wake_waiters(aev_server_t *s)
 static void stop_accepting(aev_server_t *s)
 {
     for (size_t i = 0; i < s->nlisteners; i++)
-        if (aev__op_cancel(s->loop, &s->listeners[i].accept) == 1 && !s->listeners[i].held) {
-            /* completion engines: the final completion is still to come; the server (which
-             * holds the op) stays until then */
-            s->listeners[i].held = 1;
-            s->refs++;
-        }
+        if (aev__op_stop_held(s->loop, &s->listeners[i].accept, &s->listeners[i].held, 1))
+            s->refs++; /* completion engines: the final completion is still to come; the server
+                          (which holds the op) stays until then */
     if (s->retry) {
         aev_handle_cancel(s->retry);
         aev_handle_unref(s->retry);
@@ -130,6 +127,23 @@ void aev_server_close(aev_server_t *s)
     wake_waiters(s);
 }
 
+/* Calls fn on each of s's connections: the loop's transports that name s (fn may close or
+ * abort t: the next transport is taken before). */
+static void server_conns_each(aev_server_t *s, void (*fn)(aev_transport_t *))
+{
+    aev_transport_t *next;
+    for (aev_transport_t *t = s->nconns ? s->loop->streams : NULL; t; t = next) {
+        next = t->next;
+        if (t->server == s)
+            fn(t);
+    }
+}
+
+static void conn_forget_server(aev_transport_t *t)
+{
+    t->server = NULL;
+}
+
 void aev_server_unref(aev_server_t *s)
 {
     if (!s || --s->refs > 0)
@@ -140,9 +154,7 @@ void aev_server_unref(aev_server_t *s)
         return; /* freed when the last of them comes back */
     /* connections outlive their server (asyncio leaves them open): they forget it */
     aev_loop_t *loop = s->loop;
-    for (aev_transport_t *t = s->nconns ? loop->streams : NULL; t; t = t->next)
-        if (t->server == s)
-            t->server = NULL;
+    server_conns_each(s, conn_forget_server);
     if (s->prev)
         s->prev->next = s->next;
     else if (loop->servers == s)
@@ -182,8 +194,7 @@ static void server_accept_done(aev__op_t *op, int fd, unsigned flags)
     listener_t *l = (listener_t *)((char *)op - offsetof(listener_t, accept));
     aev_server_t *s = l->server;
     aev_loop_t *loop = s->loop;
-    if (!(flags & AEV__OP_MORE) && l->held) {
-        l->held = 0;
+    if (!(flags & AEV__OP_MORE) && aev__op_final_held(&l->held, 1)) {
         if (fd >= 0)
             close(fd); /* accepted while the cancel was on its way */
         aev_server_unref(s); /* the final done may free the op (io_op.h) */
@@ -314,25 +325,14 @@ void aev_server_close_clients(aev_server_t *s)
 {
     if (!s)
         return;
-    /* the server's connections are those of the loop's transports that name it */
-    aev_transport_t *next;
-    for (aev_transport_t *t = s->nconns ? s->loop->streams : NULL; t; t = next) {
-        next = t->next;
-        if (t->server == s)
-            aev_transport_close(t);
-    }
+    server_conns_each(s, aev_transport_close);
 }
 
 void aev_server_abort_clients(aev_server_t *s)
 {
     if (!s)
         return;
-    aev_transport_t *next;
-    for (aev_transport_t *t = s->nconns ? s->loop->streams : NULL; t; t = next) {
-        next = t->next;
-        if (t->server == s)
-            aev_transport_abort(t);
-    }
+    server_conns_each(s, aev_transport_abort);
 }
 
 int aev_server_wait_closed(aev_server_t *s, aev_future_t **out)

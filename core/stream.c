@@ -36,11 +36,8 @@ static int stream_write_prepare(aev__op_t *op);
  * transport holds a reference until then (stream_op_final). */
 void aev__stream_op_stop(aev_transport_t *t, aev__op_t *op)
 {
-    uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
-    if (aev__op_cancel(t->loop, op) == 1 && !(t->held & bit)) {
-        t->held |= bit;
+    if (aev__op_stop_held(t->loop, op, &t->held, op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE))
         t->refs++;
-    }
 }
 
 /* Stops both operations. */
@@ -56,11 +53,7 @@ static void stream_ops_cancel(aev_transport_t *t)
  * done of a cancelled op free it). */
 static int stream_op_final(aev_transport_t *t, aev__op_t *op)
 {
-    uint8_t bit = op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE;
-    if (!(t->held & bit))
-        return 0;
-    t->held &= (uint8_t)~bit;
-    return 1;
+    return aev__op_final_held(&t->held, op == &t->rop ? AEV__HELD_READ : AEV__HELD_WRITE);
 }
 
 /* ---- lifetime ------------------------------------------------------------------ */
@@ -605,7 +598,7 @@ static void maybe_pause_protocol(aev_transport_t *t)
 
 static void maybe_resume_protocol(aev_transport_t *t)
 {
-    if (!t->writing_paused || t->w->wlen - t->w->woff > t->w->low)
+    if (!t->writing_paused || aev__stream_write_pending(t) > t->w->low)
         return;
     t->writing_paused = 0;
     if (t->proto && t->proto->resume_writing) {
@@ -724,7 +717,7 @@ int aev_transport_writelines(aev_transport_t *t, const struct iovec *iov, int io
     }
     if (t->lost || t->closing)
         return t->conn_error ? t->conn_error : AEV_EINVALID_STATE;
-    if (AEV__UNLIKELY(t->cold != NULL) && t->cold->sendfile && aev__sendfile_write_refused(t) < 0)
+    if (AEV__UNLIKELY(aev__stream_sendfile(t) != NULL) && aev__sendfile_write_refused(t) < 0)
         return AEV_EINVALID_STATE;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
