@@ -422,6 +422,36 @@ static void stash_drop(sock_fd_t *slot)
     }
 }
 
+/* Puts it on slot's stash, which now holds what came from the socket (dev, ino): at the
+ * end, or first (it came before anything stashed since). An older socket's stash goes. */
+static void stash_add(sock_fd_t *slot, dev_t dev, ino_t ino, stash_item_t *it, int first)
+{
+    if (slot->stash && (slot->dev != dev || slot->ino != ino))
+        stash_drop(slot);
+    slot->dev = dev;
+    slot->ino = ino;
+    if (first) {
+        it->next = slot->stash;
+        slot->stash = it;
+        if (!slot->stash_tail)
+            slot->stash_tail = it;
+    } else {
+        if (slot->stash_tail)
+            slot->stash_tail->next = it;
+        else
+            slot->stash = it;
+        slot->stash_tail = it;
+    }
+}
+
+/* Is fd a stream socket (a receive may then take part of stashed bytes)? */
+static int sock_is_stream(int fd)
+{
+    int type = 0;
+    socklen_t tl = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+}
+
 /* Keeps what the cancelled op's final completion brought (result >= 0, or an error that
  * the socket reported once); a connection or bytes of another socket are dropped. */
 static void stash_keep(sock_op_t *op, int result)
@@ -435,16 +465,10 @@ static void stash_keep(sock_op_t *op, int result)
             close(result);
         return;
     }
-    if (slot->stash && (slot->dev != op->dev || slot->ino != op->ino))
-        stash_drop(slot); /* an older socket's */
-    slot->dev = op->dev;
-    slot->ino = op->ino;
     it->kind = op->kind == OP_ACCEPT ? OP_ACCEPT : OP_RECV;
     it->result = result;
     if (it->kind == OP_RECV && result >= 0) {
-        int type = 0;
-        socklen_t tl = sizeof type;
-        it->stream = getsockopt(op->fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+        it->stream = sock_is_stream(op->fd);
         it->data = op->kbuf; /* the bytes are in the core's buffer already: take it */
         op->kbuf = NULL;
         op->kcap = 0;
@@ -453,11 +477,7 @@ static void stash_keep(sock_op_t *op, int result)
             memcpy(&it->addr, &op->to, it->addrlen < sizeof it->addr ? it->addrlen : sizeof it->addr);
         }
     }
-    if (slot->stash_tail)
-        slot->stash_tail->next = it;
-    else
-        slot->stash = it;
-    slot->stash_tail = it;
+    stash_add(slot, op->dev, op->ino, it, 0);
 }
 
 void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, const struct sockaddr *from,
@@ -475,26 +495,17 @@ void aev__sock_give_back(aev_loop_t *loop, int fd, ssize_t n, const void *data, 
             close(accepted); /* as a connection nobody took */
         return;
     }
-    if (slot->stash && (slot->dev != dev || slot->ino != ino))
-        stash_drop(slot);
-    slot->dev = dev;
-    slot->ino = ino;
     it->kind = accepted >= 0 ? OP_ACCEPT : OP_RECV;
     it->result = accepted >= 0 ? accepted : (int)n;
     if (copy)
         memcpy(copy, data, (size_t)n);
     it->data = copy;
-    int type = 0;
-    socklen_t tl = sizeof type;
-    it->stream = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    it->stream = sock_is_stream(fd);
     if (from) {
         it->addrlen = fromlen < sizeof it->addr ? fromlen : sizeof it->addr;
         memcpy(&it->addr, from, it->addrlen);
     }
-    it->next = slot->stash; /* first: it came before anything stashed since */
-    slot->stash = it;
-    if (!slot->stash_tail)
-        slot->stash_tail = it;
+    stash_add(slot, dev, ino, it, 1); /* first: it came before anything stashed since */
 }
 
 /* The stash's first item for op's kind, after checking that fd is still the socket it
@@ -886,6 +897,21 @@ static int op_kbuf(sock_op_t *op, size_t n)
     return 0;
 }
 
+/* Points op's msghdr at its own buffer (op->n bytes) and, with_addr, at its address storage
+ * (namelen bytes) for recvfrom and sendto. */
+static void op_msg_set(sock_op_t *op, int with_addr, socklen_t namelen)
+{
+    memset(&op->msg, 0, sizeof op->msg);
+    op->iov.iov_base = op->kbuf;
+    op->iov.iov_len = op->n;
+    op->msg.msg_iov = &op->iov;
+    op->msg.msg_iovlen = 1;
+    if (with_addr) {
+        op->msg.msg_name = &op->to;
+        op->msg.msg_namelen = namelen;
+    }
+}
+
 /* Starts op's native operation. 0, or a negative error (nothing started). */
 static int op_submit(sock_op_t *op)
 {
@@ -909,15 +935,7 @@ static int op_submit(sock_op_t *op)
     case OP_RECVFROM:
         if ((rc = op_kbuf(op, op->n)) < 0)
             return rc;
-        memset(&op->msg, 0, sizeof op->msg);
-        op->iov.iov_base = op->kbuf;
-        op->iov.iov_len = op->n;
-        op->msg.msg_iov = &op->iov;
-        op->msg.msg_iovlen = 1;
-        if (op->addr) {
-            op->msg.msg_name = &op->to;
-            op->msg.msg_namelen = sizeof op->to;
-        }
+        op_msg_set(op, op->addr != NULL, sizeof op->to);
         p->opcode = AEV_OP_RECVMSG;
         p->buf = NULL;
         p->len = 0;
@@ -945,13 +963,7 @@ static int op_submit(sock_op_t *op)
             memcpy(op->kbuf, op->buf, op->n);
             op->klen = op->n ? op->n : 1;
         }
-        memset(&op->msg, 0, sizeof op->msg);
-        op->iov.iov_base = op->kbuf;
-        op->iov.iov_len = op->n;
-        op->msg.msg_iov = &op->iov;
-        op->msg.msg_iovlen = 1;
-        op->msg.msg_name = &op->to;
-        op->msg.msg_namelen = op->tolen;
+        op_msg_set(op, 1, op->tolen);
         p->opcode = AEV_OP_SENDMSG;
         p->buf = NULL;
         p->len = 0;
@@ -1138,7 +1150,6 @@ int aev__sock_native_state(aev_loop_t *loop, int fd, uint32_t dir)
 
 /* ---- starting an operation ------------------------------------------------------ */
 
-/* Checks what every operation needs; on success *out is NULL and op is allocated. */
 static _Thread_local uint8_t task_next; /* aev__sock_task_next() was called */
 
 void aev__sock_task_next(void)
@@ -1146,6 +1157,7 @@ void aev__sock_task_next(void)
     task_next = 1;
 }
 
+/* Checks what every operation needs; on success *out is NULL and op is allocated. */
 static int op_new(aev_loop_t *loop, int kind, int fd, aev_future_t **out, sock_op_t **opp)
 {
     uint8_t task = task_next;
